@@ -1,0 +1,23 @@
+"""Errors raised by the DICOM node. Each message says what to do about it."""
+
+from __future__ import annotations
+
+
+class DicomNodeError(Exception):
+    """Base class of every error the node raises on purpose."""
+
+
+class ConfigError(DicomNodeError):
+    """The configuration is invalid; the message names the key and what is wrong."""
+
+
+class SpoolError(DicomNodeError):
+    """An instance could not be written durably to the spool."""
+
+
+class InvalidUIDError(DicomNodeError, ValueError):
+    """A UID is not a valid DICOM UID and must not be used to build paths or objects."""
+
+
+class DatabaseError(DicomNodeError):
+    """The database is unreachable or its schema is not at the expected revision."""
