@@ -21,3 +21,13 @@ class InvalidUIDError(DicomNodeError, ValueError):
 
 class DatabaseError(DicomNodeError):
     """The database is unreachable or its schema is not at the expected revision."""
+
+
+class ReportObjectError(DicomNodeError, ValueError):
+    """A report and its source images do not fit together (other study, missing image, region
+    off an image); the engine result or the spool lookup is wrong, so no object is written."""
+
+
+class DestinationError(DicomNodeError, ValueError):
+    """A delivery destination is misconfigured (AE title, host, port or TLS files); fix the
+    configuration entry the message names."""
