@@ -1,0 +1,226 @@
+"""``dicomnode``: the command-line interface of the reporting node."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+
+from dicomnode import __version__
+from dicomnode.config import Config, load_config
+from dicomnode.db import (
+    Delivery,
+    DeliveryState,
+    QuarantineEntry,
+    Study,
+    check_schema,
+    create_db_engine,
+    create_session_factory,
+    migrate_database,
+    session_scope,
+)
+from dicomnode.exceptions import DicomNodeError
+from dicomnode.studies import count_by_state
+
+logger = logging.getLogger(__name__)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    # pynetdicom narrates every PDU at INFO; keep its warnings and errors only.
+    if level.upper() != "DEBUG":
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from dicomnode.server import ReceivingNode
+
+    node = ReceivingNode(config)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        logger.info("signal %d received, stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    node.start()
+    print(
+        f"dicomnode {__version__}: {config.node.ae_title} listening on "
+        f"{config.node.bind_address}:{node.port} (data in {node.data_dir}); Ctrl-C stops",
+        flush=True,
+    )
+    try:
+        stop.wait()
+    finally:
+        node.stop()
+    return 0
+
+
+def _cmd_migrate(config: Config, args: argparse.Namespace) -> int:
+    migrate_database(config.node.effective_database_url)
+    print("database schema is up to date")
+    return 0
+
+
+def _collect_status(config: Config) -> dict[str, Any]:
+    engine = create_db_engine(config.node.effective_database_url)
+    try:
+        check_schema(engine)
+        sessions = create_session_factory(engine)
+        with session_scope(sessions) as session:
+            studies = count_by_state(session)
+            quarantined = session.scalar(select(func.count()).select_from(QuarantineEntry)) or 0
+            deliveries = dict(
+                session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all()
+            )
+            recent = session.scalars(
+                select(Study).order_by(Study.last_instance_at.desc()).limit(10)
+            ).all()
+            problems = session.scalars(
+                select(Delivery)
+                .where(Delivery.state.in_([DeliveryState.DEAD, DeliveryState.REFUSED]))
+                .order_by(Delivery.updated_at.desc())
+            ).all()
+            return {
+                "ae_title": config.node.ae_title,
+                "studies": studies,
+                "quarantined": quarantined,
+                "deliveries": deliveries,
+                "recent_studies": [
+                    {
+                        "study_instance_uid": s.study_instance_uid,
+                        "state": s.state,
+                        "instances": s.instance_count,
+                        "last_instance_at": s.last_instance_at.isoformat(),
+                        "error": s.error,
+                    }
+                    for s in recent
+                ],
+                "failed_deliveries": [
+                    {
+                        "id": d.id,
+                        "state": d.state,
+                        "destination": d.destination,
+                        "sop_instance_uid": d.sop_instance_uid,
+                        "attempts": d.attempts,
+                        "last_status": None if d.last_status is None else f"0x{d.last_status:04X}",
+                        "last_error": d.last_error,
+                    }
+                    for d in problems
+                ],
+            }
+    finally:
+        engine.dispose()
+
+
+def _cmd_status(config: Config, args: argparse.Namespace) -> int:
+    status = _collect_status(config)
+    if args.json:
+        print(json.dumps(status, indent=2, ensure_ascii=False))
+        return 0
+    print(f"node {status['ae_title']}")
+    print("studies:     " + (", ".join(f"{k} {v}" for k, v in status["studies"].items()) or "none"))
+    print(f"quarantined: {status['quarantined']}")
+    print(
+        "deliveries:  " + (", ".join(f"{k} {v}" for k, v in status["deliveries"].items()) or "none")
+    )
+    if status["recent_studies"]:
+        print("recent studies:")
+        for s in status["recent_studies"]:
+            print(f"  {s['study_instance_uid']}  {s['state']:<9} {s['instances']:>3} instance(s)")
+    if status["failed_deliveries"]:
+        print("deliveries needing attention (dicomnode retry ID re-sends):")
+        for d in status["failed_deliveries"]:
+            print(
+                f"  #{d['id']} {d['state']} to {d['destination']} after {d['attempts']} attempt(s)"
+                f" status {d['last_status']}: {d['last_error']}"
+            )
+    return 0
+
+
+def _cmd_config(config: Config, args: argparse.Namespace) -> int:
+    print(json.dumps(config.to_jsonable(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _cmd_echo(config: Config, args: argparse.Namespace) -> int:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    ae = AE(ae_title=config.delivery.calling_ae_title)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = args.timeout
+    assoc = ae.associate(args.host, args.port, ae_title=args.ae_title)
+    if not assoc.is_established:
+        print(f"association with {args.ae_title}@{args.host}:{args.port} failed", file=sys.stderr)
+        return 1
+    status = assoc.send_c_echo()
+    assoc.release()
+    code = getattr(status, "Status", None)
+    print(f"C-ECHO {args.ae_title}@{args.host}:{args.port}: status {code!r}")
+    return 0 if code == 0 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dicomnode",
+        description="On-premise chest X-ray reporting node: DICOM listener, queue and delivery.",
+    )
+    parser.add_argument("--version", action="version", version=f"dicomnode {__version__}")
+    parser.add_argument(
+        "-c",
+        "--config",
+        help="TOML configuration file (default: $DICOMNODE_CONFIG, else the embedded defaults)",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("serve", help="run the DICOM listener and the scheduler until stopped")
+    sub.add_parser("migrate", help="create or upgrade the database schema")
+    p_status = sub.add_parser("status", help="studies by state, quarantine and deliveries")
+    p_status.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("config", help="validate and print the effective configuration")
+    p_echo = sub.add_parser("echo", help="C-ECHO a DICOM peer (check a destination)")
+    p_echo.add_argument("host")
+    p_echo.add_argument("port", type=int)
+    p_echo.add_argument("--ae-title", default="ANY-SCP", help="called AE title")
+    p_echo.add_argument("--timeout", type=float, default=10.0)
+    return parser
+
+
+COMMANDS = {
+    "serve": _cmd_serve,
+    "migrate": _cmd_migrate,
+    "status": _cmd_status,
+    "config": _cmd_config,
+    "echo": _cmd_echo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+        return COMMANDS[args.command](config, args)
+    except DicomNodeError as exc:
+        print(f"dicomnode: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

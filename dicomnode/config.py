@@ -1,0 +1,334 @@
+"""The node's configuration: one TOML file, overridable by environment variables, validated once.
+
+Precedence, lowest first: built-in defaults (the embedded defaults), the TOML file, then
+environment variables named ``DICOMNODE__<SECTION>__<KEY>`` (for example
+``DICOMNODE__NODE__PORT=11113``). Environment values are parsed as TOML values when they
+can be (``'["PACS1", "PACS2"]'``, ``true``, ``42``) and taken as plain strings otherwise.
+
+A bad value fails at start-up with :class:`~dicomnode.exceptions.ConfigError` naming the
+key, e.g. ``node.port: Input should be less than or equal to 65535``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dicomnode.exceptions import ConfigError
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "DICOMNODE__"
+CONFIG_ENV = "DICOMNODE_CONFIG"
+
+
+def _check_ae_title(value: str) -> str:
+    # PS3.5 AE: 1..16 characters of the default repertoire, no backslash, not all spaces.
+    stripped = value.strip()
+    if not stripped or len(value) > 16 or "\\" in value or not value.isascii():
+        raise ValueError(f"{value!r} is not a valid AE title (1 to 16 ASCII characters, no '\\')")
+    if any(ord(c) < 0x20 for c in value):
+        raise ValueError(f"{value!r} is not a valid AE title (control characters)")
+    return stripped
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeConfig(_Section):
+    """The listener: identity, network, storage, limits."""
+
+    ae_title: str = "CXRNODE"
+    bind_address: str = "0.0.0.0"
+    # 0 asks the OS for a free port (tests, benchmarks); the bound port is logged.
+    port: int = Field(default=11112, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    max_associations: int = Field(default=16, ge=1, le=1000)
+    acse_timeout: float = Field(default=30.0, gt=0)
+    dimse_timeout: float = Field(default=60.0, gt=0)
+    network_timeout: float = Field(default=60.0, gt=0)
+    maximum_pdu_size: int = Field(default=0, ge=0)
+    min_free_disk_mb: int = Field(default=1024, ge=0)
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+    @field_validator("bind_address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if value != "localhost":
+                raise ValueError(f"{value!r} is not an IP address") from None
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite database under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'node.db').resolve()}"
+
+
+class SecurityConfig(_Section):
+    """Who may send to the node. Empty lists mean anyone."""
+
+    allowed_calling_ae_titles: tuple[str, ...] = ()
+    allowed_networks: tuple[str, ...] = ()
+
+    @field_validator("allowed_calling_ae_titles")
+    @classmethod
+    def _check_aes(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_ae_title(v) for v in values)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _check_networks(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for v in values:
+            try:
+                ipaddress.ip_network(v, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{v!r} is not a network in CIDR form: {exc}") from None
+        return values
+
+
+class RoutingRule(_Section):
+    """One rule: an instance matches when every non-empty criterion matches.
+
+    Text criteria compare case-insensitively after stripping. An empty list means "any".
+    The study is reported when at least one of its instances matches a rule.
+    """
+
+    name: str
+    modalities: tuple[str, ...] = ()
+    body_parts: tuple[str, ...] = ()
+    view_positions: tuple[str, ...] = ()
+    sop_class_uids: tuple[str, ...] = ()
+    calling_ae_titles: tuple[str, ...] = ()
+
+
+class RoutingConfig(_Section):
+    """Which studies are reported; what happens to instances that match no rule."""
+
+    unmatched: Literal["ignore", "refuse"] = "ignore"
+    rules: tuple[RoutingRule, ...] = (
+        RoutingRule(
+            name="chest-radiographs",
+            modalities=("CR", "DX"),
+            # Empty body part is common on older CR: accept it, the engine checks the view.
+            body_parts=("CHEST", "THORAX", "TORAX", "TÓRAX", ""),
+        ),
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: tuple[RoutingRule, ...]) -> tuple[RoutingRule, ...]:
+        names = [r.name for r in rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique, repeated: {', '.join(dupes)}")
+        return rules
+
+
+class StabilityConfig(_Section):
+    """A study is stable when no instance arrived for ``window_seconds``."""
+
+    window_seconds: float = Field(default=60.0, gt=0)
+    check_interval_seconds: float = Field(default=5.0, gt=0)
+
+
+class TlsConfig(_Section):
+    """Optional TLS for a destination (paths to PEM files)."""
+
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    verify_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _check_pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class DestinationConfig(_Section):
+    """A DICOM peer the reports are sent to."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    tls: TlsConfig = TlsConfig()
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+
+class DeliveryConfig(_Section):
+    """Where reports go and how failed deliveries are retried."""
+
+    return_to_caller: bool = False
+    destinations: tuple[DestinationConfig, ...] = ()
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_initial_seconds: float = Field(default=30.0, gt=0)
+    backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    check_interval_seconds: float = Field(default=5.0, gt=0)
+    calling_ae_title: str = "CXRNODE"
+
+    _ae = field_validator("calling_ae_title")(_check_ae_title)
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique_names(cls, dests: tuple[DestinationConfig, ...]) -> tuple[DestinationConfig, ...]:
+        names = [d.name for d in dests]
+        if len(names) != len(set(names)):
+            raise ValueError("destination names must be unique")
+        return dests
+
+
+class EngineConfig(_Section):
+    """The engine artifact the worker runs. No artifact: the node receives but does not report."""
+
+    artifact: Path | None = None
+    backend: str = "onnxruntime"
+    lease_seconds: float = Field(default=600.0, gt=0)
+    batch_size: int = Field(default=4, ge=1)
+
+
+class ReportConfig(_Section):
+    """Which objects are written for each report."""
+
+    presentation_state: bool = True
+
+
+class RetentionConfig(_Section):
+    """How long received instances are kept after their study is done."""
+
+    keep_days: float = Field(default=7.0, ge=0)
+
+
+class Config(_Section):
+    """The whole, validated configuration."""
+
+    node: NodeConfig = NodeConfig()
+    security: SecurityConfig = SecurityConfig()
+    routing: RoutingConfig = RoutingConfig()
+    stability: StabilityConfig = StabilityConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    engine: EngineConfig = EngineConfig()
+    report: ReportConfig = ReportConfig()
+    retention: RetentionConfig = RetentionConfig()
+
+    def to_jsonable(self) -> dict[str, Any]:
+        """The effective configuration as plain JSON types (written beside the node's data)."""
+        data: dict[str, Any] = json.loads(self.model_dump_json())
+        data["node"]["effective_database_url"] = _redact_url(self.node.effective_database_url)
+        data["node"]["database_url"] = _redact_url(self.node.database_url)
+        return data
+
+
+def _redact_url(url: str) -> str:
+    # Never write a database password to disk or logs.
+    if "://" in url and "@" in url.split("://", 1)[1]:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not path:
+            continue
+        target = overrides
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = _parse_env_value(raw)
+    return overrides
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"  {key}: {err['msg']}")
+    lines.append("Fix these keys in the file or the DICOMNODE__* environment variables.")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load and validate the configuration.
+
+    ``path`` defaults to ``$DICOMNODE_CONFIG``; with neither, the embedded defaults apply.
+    Raises :class:`ConfigError` naming every bad key.
+    """
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get(CONFIG_ENV):
+        path = environ[CONFIG_ENV]
+    data: dict[str, Any] = {}
+    source = "embedded defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"configuration file {path} does not exist; pass an existing file "
+                "or omit --config to use the embedded defaults"
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    overrides = _env_overrides(environ)
+    if overrides:
+        source += " + DICOMNODE__* environment"
+        data = _merge(data, overrides)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    logger.debug("configuration loaded from %s", source)
+    return config
+
+
+def write_effective_config(config: Config, directory: Path) -> Path:
+    """Write the effective configuration as JSON beside the node's data, for support."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "effective-config.json"
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config.to_jsonable(), indent=2, ensure_ascii=False) + "\n", "utf-8")
+    os.replace(tmp, target)
+    return target

@@ -1,0 +1,167 @@
+"""The durable spool: received instances on disk, exactly as received.
+
+Layout under the spool root::
+
+    instances/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
+    quarantine/<timestamp>-<random>.dcm  (+ .json with the reason)
+
+A file only ever appears under its final name complete and flushed: it is written to a
+temporary name in the same directory, fsync'ed, renamed atomically, and the directory is
+fsync'ed. Paths are built from validated UIDs only, so a crafted UID cannot escape the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydicom.uid import UID
+
+from dicomnode.exceptions import InvalidUIDError, SpoolError
+
+logger = logging.getLogger(__name__)
+
+TMP_SUFFIX = ".partial"
+
+
+def validate_uid(value: object, name: str) -> str:
+    """Return ``value`` as a UID string, or raise :class:`InvalidUIDError` naming ``name``."""
+    if not isinstance(value, str) or not value:
+        raise InvalidUIDError(f"{name} is missing")
+    uid = UID(value.strip("\x00 "))
+    if not uid.is_valid:
+        raise InvalidUIDError(f"{name} {value!r} is not a valid DICOM UID")
+    return str(uid)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """Where an instance landed, relative to the spool root, and what it holds."""
+
+    relative_path: str
+    size_bytes: int
+    sha256: str
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _makedirs_durable(path: Path, stop_at: Path) -> None:
+    """Create ``path`` and fsync each new directory's parent, so the new entries persist."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists() and current != stop_at:
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            continue
+        _fsync_dir(directory.parent)
+
+
+def write_durably(target: Path, data: bytes, root: Path) -> None:
+    """Write ``data`` to ``target`` atomically: temp file, fsync, rename, fsync directory."""
+    _makedirs_durable(target.parent, root)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SpoolError(f"could not write {target}: {exc}") from exc
+
+
+class Spool:
+    """Received instances and quarantined input under one root directory."""
+
+    def __init__(self, root: Path) -> None:
+        if not isinstance(root, Path):
+            raise TypeError("root must be a pathlib.Path")
+        self.root = root.resolve()
+        self.instances_dir = self.root / "instances"
+        self.quarantine_dir = self.root / "quarantine"
+        for directory in (self.root, self.instances_dir, self.quarantine_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def relative_instance_path(self, study_uid: str, series_uid: str, sop_uid: str) -> str:
+        study = validate_uid(study_uid, "StudyInstanceUID")
+        series = validate_uid(series_uid, "SeriesInstanceUID")
+        sop = validate_uid(sop_uid, "SOPInstanceUID")
+        return f"instances/{study}/{series}/{sop}.dcm"
+
+    def absolute(self, relative_path: str) -> Path:
+        path = (self.root / relative_path).resolve()
+        if not path.is_relative_to(self.root):
+            raise SpoolError(f"{relative_path!r} points outside the spool {self.root}")
+        return path
+
+    def store_instance(
+        self, study_uid: str, series_uid: str, sop_uid: str, encoded: bytes
+    ) -> StoredFile:
+        """Durably write one encoded DICOM file (preamble, meta and data set as received)."""
+        relative = self.relative_instance_path(study_uid, series_uid, sop_uid)
+        write_durably(self.root / relative, encoded, self.root)
+        return StoredFile(relative, len(encoded), hashlib.sha256(encoded).hexdigest())
+
+    def quarantine(self, encoded: bytes, reason: str, details: dict[str, Any]) -> str:
+        """Keep input the node cannot use, with a JSON sidecar saying why. Returns its path."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        name = f"{stamp}-{secrets.token_hex(4)}"
+        data_path = self.quarantine_dir / f"{name}.dcm"
+        write_durably(data_path, encoded, self.root)
+        sidecar = {"reason": reason, "received_at": stamp, **details}
+        write_durably(
+            self.quarantine_dir / f"{name}.json",
+            json.dumps(sidecar, indent=2, ensure_ascii=False, default=str).encode("utf-8"),
+            self.root,
+        )
+        return str(data_path.relative_to(self.root))
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def remove_partial_files(self) -> int:
+        """Delete temporary files left by a crash mid-write; they were never acknowledged."""
+        removed = 0
+        for path in self.root.rglob(f"*{TMP_SUFFIX}"):
+            path.unlink(missing_ok=True)
+            removed += 1
+        if removed:
+            logger.warning("removed %d partial file(s) left by an interrupted write", removed)
+        return removed
+
+    def iter_instance_files(self) -> Iterator[str]:
+        """Relative paths of every complete instance file in the spool."""
+        for path in sorted(self.instances_dir.rglob("*.dcm")):
+            yield str(path.relative_to(self.root))
+
+    def remove_instance(self, relative_path: str) -> None:
+        path = self.absolute(relative_path)
+        path.unlink(missing_ok=True)
+        # Drop empty series/study directories; never the instances root itself.
+        for parent in (path.parent, path.parent.parent):
+            if parent != self.instances_dir and parent.is_relative_to(self.instances_dir):
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
