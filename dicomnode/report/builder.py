@@ -1,0 +1,162 @@
+"""From one engine result and its source image headers to the DICOM objects the node sends.
+
+:func:`build_report_objects` returns, in sending order:
+
+1. :class:`~dicomnode.report.narrative.NarrativeReport`: Basic Text SR, TID 2000;
+2. :class:`~dicomnode.report.measurement_report.FindingsMeasurementReport`:
+   Comprehensive 3D SR, TID 1500 (only when the engine produced findings);
+3. one :class:`~dicomnode.report.presentation_state.FindingsPresentationState`
+   per source image with located findings (optional).
+
+Both SRs share one new series in the source study; the presentation states get a
+second new series (PS3.3 requires a series to hold one modality). Every UID is
+derived from the study, the sorted source SOP Instance UIDs, the engine sha256 and
+the object kind (:mod:`dicomnode.uids`): rebuilding for a retried delivery gives
+the very same UIDs, so the PACS overwrites rather than duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+
+from pydicom import Dataset
+
+from dicomnode.exceptions import ReportObjectError
+from dicomnode.report.measurement_report import FindingsMeasurementReport
+from dicomnode.report.narrative import NarrativeReport
+from dicomnode.report.presentation_state import FindingsPresentationState
+from dicomnode.uids import DEFAULT_UID_ROOT, derive_output_uid, validate_uid_root
+from engine.result import StudyReport
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SR_SERIES_NUMBER = 9901
+DEFAULT_PR_SERIES_NUMBER = 9902
+
+
+def select_sources(report: StudyReport, sources: Sequence[Dataset]) -> list[Dataset]:
+    """The source headers the report is based on, one per SOP Instance UID, in report order.
+
+    Raises :class:`ReportObjectError` when a source belongs to another study, when an
+    image the report names is missing, or when a region points outside the sources.
+    """
+    if isinstance(sources, Dataset) or not isinstance(sources, Sequence):
+        raise TypeError("sources must be a sequence of pydicom Datasets")
+    by_uid: dict[str, Dataset] = {}
+    for i, ds in enumerate(sources):
+        if not isinstance(ds, Dataset):
+            raise TypeError(f"sources[{i}] must be a pydicom Dataset, got {type(ds).__name__}")
+        if ds.get("StudyInstanceUID") != report.study_instance_uid:
+            raise ReportObjectError(
+                f"source image {ds.get('SOPInstanceUID')} belongs to study "
+                f"{ds.get('StudyInstanceUID')}, not to the reported study "
+                f"{report.study_instance_uid}; pass only the study's own images"
+            )
+        by_uid.setdefault(str(ds.SOPInstanceUID), ds)
+    missing = [uid for uid in report.source_sop_instance_uids if uid not in by_uid]
+    if missing:
+        raise ReportObjectError(
+            f"the report is based on images {missing} whose headers were not passed as "
+            "sources; read them from the spool and retry"
+        )
+    for finding in report.findings:
+        if (
+            finding.region
+            and finding.region.sop_instance_uid not in report.source_sop_instance_uids
+        ):
+            raise ReportObjectError(
+                f"finding {finding.key!r} is located on image {finding.region.sop_instance_uid}, "
+                "which is not one of the report's source images"
+            )
+    extra = set(by_uid) - set(report.source_sop_instance_uids)
+    if extra:
+        logger.info("ignoring %d source image(s) the report is not based on", len(extra))
+    return [by_uid[uid] for uid in dict.fromkeys(report.source_sop_instance_uids)]
+
+
+def build_report_objects(
+    report: StudyReport,
+    sources: Sequence[Dataset],
+    *,
+    with_presentation_state: bool = True,
+    uid_root: str = DEFAULT_UID_ROOT,
+    sr_series_number: int = DEFAULT_SR_SERIES_NUMBER,
+    pr_series_number: int = DEFAULT_PR_SERIES_NUMBER,
+    institution_name: str | None = None,
+) -> list[Dataset]:
+    """The DICOM objects that carry ``report`` back into its study (see the module docstring)."""
+    if not isinstance(report, StudyReport):
+        raise TypeError(f"report must be a StudyReport, got {type(report).__name__}")
+    if not isinstance(with_presentation_state, bool):
+        raise TypeError("with_presentation_state must be a bool")
+    validate_uid_root(uid_root)
+    for name, number in (
+        ("sr_series_number", sr_series_number),
+        ("pr_series_number", pr_series_number),
+    ):
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {number!r}")
+    chosen = select_sources(report, sources)
+
+    def uid(kind: str) -> str:
+        return derive_output_uid(
+            report.study_instance_uid,
+            report.source_sop_instance_uids,
+            report.engine.sha256,
+            kind,
+            root=uid_root,
+        )
+
+    common = {"uid_root": uid_root, "institution_name": institution_name}
+    objects: list[Dataset] = []
+    # highdicom warns about source quirks (single-component patient names); those are the
+    # PACS's data, copied verbatim on purpose, and dciodvfy is the judge in the tests.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            objects.append(
+                NarrativeReport(
+                    report,
+                    chosen,
+                    series_instance_uid=uid("series:sr"),
+                    series_number=sr_series_number,
+                    sop_instance_uid=uid("sr:tid2000"),
+                    instance_number=1,
+                    **common,  # type: ignore[arg-type]
+                )
+            )
+            if report.findings:
+                objects.append(
+                    FindingsMeasurementReport(
+                        report,
+                        chosen,
+                        series_instance_uid=uid("series:sr"),
+                        series_number=sr_series_number,
+                        sop_instance_uid=uid("sr:tid1500"),
+                        instance_number=2,
+                        **common,  # type: ignore[arg-type]
+                    )
+                )
+            if with_presentation_state:
+                located = {f.region.sop_instance_uid for f in report.findings if f.region}
+                images = [ds for ds in chosen if ds.SOPInstanceUID in located]
+                for number, source in enumerate(images, start=1):
+                    objects.append(
+                        FindingsPresentationState(
+                            report,
+                            source,
+                            series_instance_uid=uid("series:pr"),
+                            series_number=pr_series_number,
+                            sop_instance_uid=uid(f"pr:{source.SOPInstanceUID}"),
+                            instance_number=number,
+                            institution_name=institution_name,
+                        )
+                    )
+        except ValueError as exc:
+            if isinstance(exc, ReportObjectError):
+                raise
+            raise ReportObjectError(f"cannot build the report objects: {exc}") from exc
+    logger.info("built %d report object(s) for study %s", len(objects), report.study_instance_uid)
+    return objects

@@ -1,0 +1,185 @@
+"""Real DICOM tools the report tests judge with: dciodvfy, dsr2html, storescp, Orthanc.
+
+Reusable by other test packages (end-to-end delivery tests): :func:`start_storescp` and
+:func:`start_orthanc` start a real peer on free loopback ports in a temporary
+directory and return a handle with ``ae_title``, ``host``, ``port`` (and
+``rest_url`` for Orthanc) and a ``stop()`` method.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HOST = "127.0.0.1"
+
+
+def require_tool(name: str) -> str:
+    """Path of a Debian tool, or skip the test naming the package to install."""
+    path = shutil.which(name)
+    if path is None:
+        packages = {"dciodvfy": "dicom3tools", "Orthanc": "orthanc"}
+        pytest.skip(f"{name} not installed (apt-get install {packages.get(name, 'dcmtk')})")
+    return path
+
+
+def dciodvfy_errors(path: Path) -> tuple[list[str], str]:
+    """(error lines, full output) of ``dciodvfy`` on one file."""
+    tool = require_tool("dciodvfy")
+    proc = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
+    output = proc.stdout + proc.stderr
+    errors = [line for line in output.splitlines() if line.startswith("Error")]
+    return errors, output
+
+
+def dsr2html(path: Path) -> str:
+    """The HTML that DCMTK renders for an SR file (UTF-8)."""
+    tool = require_tool("dsr2html")
+    proc = subprocess.run([tool, "--charset-require", str(path)], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+    return proc.stdout.decode("utf-8")
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Block until something listens on ``port``; fail with the process output if it died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode("utf-8", "replace") if proc.stdout else ""
+            raise RuntimeError(f"peer exited with {proc.returncode} before listening:\n{out}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listened on port {port} within {timeout} s")
+
+
+@dataclass
+class Peer:
+    """A running DICOM peer: where to send to, and how to stop it."""
+
+    ae_title: str
+    host: str
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes]
+    rest_url: str | None = None
+    log_path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text("utf-8", "replace") if self.log_path else ""
+
+
+def start_storescp(
+    directory: Path, *, ae_title: str = "STORESCP", extra_args: tuple[str, ...] = ()
+) -> Peer:
+    """DCMTK ``storescp`` accepting every storage SOP class, writing files to ``directory``.
+
+    ``extra_args`` go to storescp as given, e.g. ``("--sop-class-file", ...)``.
+    """
+    tool = require_tool("storescp")
+    out_dir = directory / "received"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = directory / "storescp.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [
+            tool,
+            "--aetitle",
+            ae_title,
+            "--output-directory",
+            str(out_dir),
+            "--accept-all",
+            *extra_args,
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, proc)
+    return Peer(ae_title, HOST, port, out_dir, proc, log_path=log_path)
+
+
+def start_orthanc(directory: Path, *, ae_title: str = "ORTHANC", **config: Any) -> Peer:
+    """The Debian ``Orthanc`` server with a generated configuration on free ports.
+
+    Extra keyword arguments override configuration keys (e.g. ``DicomAlwaysAllowStore``).
+    """
+    tool = require_tool("Orthanc")
+    storage = directory / "orthanc-storage"
+    storage.mkdir(parents=True, exist_ok=True)
+    dicom_port, http_port = free_port(), free_port()
+    settings: dict[str, Any] = {
+        "Name": "test-orthanc",
+        "StorageDirectory": str(storage),
+        "IndexDirectory": str(storage),
+        "DicomAet": ae_title,
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "HttpServerEnabled": True,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": True,
+        "DicomAlwaysAllowEcho": True,
+        "Plugins": [],
+        "StableAge": 1,
+    }
+    settings.update(config)
+    config_path = directory / "orthanc.json"
+    config_path.write_text(json.dumps(settings), "utf-8")
+    log_path = directory / "orthanc.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen([tool, str(config_path)], stdout=log, stderr=subprocess.STDOUT)
+    peer = Peer(
+        ae_title,
+        HOST,
+        dicom_port,
+        storage,
+        proc,
+        rest_url=f"http://{HOST}:{http_port}",
+        log_path=log_path,
+    )
+    try:
+        wait_for_port(dicom_port, proc)
+        wait_for_port(http_port, proc)
+    except RuntimeError as exc:
+        peer.stop()
+        raise RuntimeError(f"{exc}\n{peer.log()}") from exc
+    return peer
+
+
+def orthanc_get(peer: Peer, path: str) -> Any:
+    """GET a JSON resource from Orthanc's REST API."""
+    assert peer.rest_url is not None
+    with urllib.request.urlopen(peer.rest_url + path, timeout=10) as response:
+        return json.loads(response.read().decode("utf-8"))
