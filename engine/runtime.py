@@ -1,0 +1,263 @@
+"""The engine: studies (lists of pydicom datasets) in, :class:`~engine.result.StudyReport` out.
+
+``create_engine(path, backend="onnxruntime")`` loads and verifies the artifact, creates the
+backend (with fallback) and returns an :class:`Engine`. ``Engine.report_studies`` batches the
+studies through the encoder and the decoder together. Findings come only from the model's
+probabilities (thresholds from the manifest) and the text only from what the decoder produced.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.artifact import EngineArtifact, FindingSpec, load_artifact
+from engine.backends import Backend, create_backend
+from engine.decoding import DecodingConfig, TokenRules, generate
+from engine.exceptions import (
+    ArtifactError,
+    EngineOutputError,
+    NoUsableImageError,
+    StudyError,
+)
+from engine.preprocessing import PreparedImage, prepare_dataset, select_views, stack_views
+from engine.result import EngineIdentity, FindingResult, Presence, Region, StudyReport
+from engine.text import ReportTokenizer
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedStudy:
+    study_instance_uid: str
+    images: NDArray[np.float32]  # [V, H, W]
+    frontal: PreparedImage
+    source_sop_instance_uids: tuple[str, ...]
+    view_reason: str
+
+
+def presence_of(probability: float, spec: FindingSpec) -> Presence:
+    if probability >= spec.threshold_present:
+        return "present"
+    if probability <= spec.threshold_absent:
+        return "absent"
+    return "uncertain"
+
+
+class Engine:
+    """A loaded artifact on one backend, with decoding settings."""
+
+    def __init__(
+        self,
+        artifact: EngineArtifact,
+        backend: Backend,
+        decoding: DecodingConfig,
+        *,
+        max_batch: int = 8,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.artifact = artifact
+        self.backend = backend
+        self.decoding = decoding
+        self.max_batch = max_batch
+        self.tokenizer = ReportTokenizer(artifact)
+        self.rules = TokenRules.from_spec(artifact.manifest.tokenizer)
+        limit = artifact.manifest.decoder.max_positions - 1
+        if decoding.max_length > limit:
+            logger.warning(
+                "max_length %d exceeds the decoder's %d positions; using %d",
+                decoding.max_length,
+                limit,
+                limit,
+            )
+            self.decoding = DecodingConfig(
+                **{
+                    **decoding.__dict__,
+                    "max_length": limit,
+                    "min_length": min(decoding.min_length, limit),
+                }
+            )
+
+    @property
+    def identity(self) -> EngineIdentity:
+        return self.artifact.identity
+
+    # -- preprocessing --------------------------------------------------------------------
+
+    def prepare_study(self, datasets: Sequence[Dataset]) -> PreparedStudy:
+        """Choose views and preprocess them; raises a :class:`StudyError` naming the study."""
+        spec = self.artifact.manifest.input
+        selection = select_views(datasets)
+        frontal_ds = selection.frontal
+        study_uid = str(getattr(frontal_ds, "StudyInstanceUID", "") or "")
+        if not study_uid:
+            raise NoUsableImageError("the frontal image has no StudyInstanceUID")
+        try:
+            frontal = prepare_dataset(frontal_ds, spec, "frontal")
+            lateral = None
+            if "lateral" in spec.views and selection.lateral is not None:
+                lateral = prepare_dataset(selection.lateral, spec, "lateral")
+        except StudyError as exc:
+            exc.study_instance_uid = exc.study_instance_uid or study_uid
+            raise
+        sources = tuple(p.sop_instance_uid for p in (frontal, lateral) if p is not None)
+        if not all(sources):
+            raise NoUsableImageError(
+                f"study {study_uid}: an image has no SOPInstanceUID; it cannot be referenced",
+                study_instance_uid=study_uid,
+            )
+        return PreparedStudy(
+            study_uid,
+            stack_views(frontal, lateral, spec),
+            frontal,
+            sources,
+            selection.frontal_reason,
+        )
+
+    # -- inference ------------------------------------------------------------------------
+
+    def _findings(
+        self, study: PreparedStudy, probs: NDArray[np.float32], boxes: NDArray[np.float32]
+    ) -> tuple[FindingResult, ...]:
+        results = []
+        box_index = 0
+        for index, spec in enumerate(self.artifact.manifest.findings):
+            probability = float(np.clip(probs[index], 0.0, 1.0))
+            presence = presence_of(probability, spec)
+            region = None
+            if spec.locatable:
+                box = boxes[box_index]
+                box_index += 1
+                if presence != "absent":
+                    x0, y0, x1, y1 = study.frontal.letterbox.box_to_source(box)
+                    # A box lying wholly in the letterbox padding collapses: report no region.
+                    if x0 < x1 and y0 < y1:
+                        region = Region(study.frontal.sop_instance_uid, x0, y0, x1, y1)
+            results.append(
+                FindingResult(spec.key, spec.to_code(), presence, probability, region=region)
+            )
+        return tuple(results)
+
+    def _run_batch(self, studies: list[PreparedStudy]) -> list[StudyReport | StudyError]:
+        images = np.stack([s.images for s in studies]).astype(np.float32)
+        encoded = self.backend.encode(images)
+        out: list[StudyReport | StudyError | None] = [None] * len(studies)
+        good: list[int] = []
+        for i, study in enumerate(studies):
+            arrays = (encoded.memory[i], encoded.probs[i], encoded.boxes[i])
+            if not all(np.all(np.isfinite(a)) for a in arrays):
+                out[i] = EngineOutputError(
+                    f"study {study.study_instance_uid}: the model produced NaN or infinite "
+                    "values; the study is not reported (check the image and the engine)",
+                    study_instance_uid=study.study_instance_uid,
+                )
+            else:
+                good.append(i)
+        memory = np.ascontiguousarray(encoded.memory[good])
+        token_ids = generate(
+            self.backend.decode_step, self.backend.empty_cache, memory, self.decoding, self.rules
+        )
+        for i, ids in zip(good, token_ids, strict=True):
+            study = studies[i]
+            sections = self.tokenizer.sections(ids)
+            if not sections:
+                out[i] = EngineOutputError(
+                    f"study {study.study_instance_uid}: the decoder produced no report text",
+                    study_instance_uid=study.study_instance_uid,
+                )
+                continue
+            out[i] = StudyReport(
+                study_instance_uid=study.study_instance_uid,
+                source_sop_instance_uids=study.source_sop_instance_uids,
+                findings=self._findings(study, encoded.probs[i], encoded.boxes[i]),
+                sections=sections,
+                engine=self.identity,
+                language=self.artifact.manifest.languages[0],
+                extra={"backend": self.backend.describe(), "view_selection": study.view_reason},
+            )
+        return [r for r in out if r is not None]
+
+    @overload
+    def report_studies(self, studies: Sequence[Sequence[Dataset]]) -> list[StudyReport]: ...
+
+    @overload
+    def report_studies(
+        self, studies: Sequence[Sequence[Dataset]], *, return_exceptions: bool
+    ) -> list[StudyReport | StudyError]: ...
+
+    def report_studies(
+        self, studies: Sequence[Sequence[Dataset]], *, return_exceptions: bool = False
+    ) -> list[StudyReport] | list[StudyReport | StudyError]:
+        """One report per study, in order, batched ``max_batch`` studies at a time.
+
+        A study that cannot be reported raises its :class:`StudyError`; with
+        ``return_exceptions=True`` the error takes its place in the list and the others go on.
+        """
+        results: list[StudyReport | StudyError | None] = [None] * len(studies)
+        prepared: list[tuple[int, PreparedStudy]] = []
+        for index, datasets in enumerate(studies):
+            try:
+                prepared.append((index, self.prepare_study(datasets)))
+            except StudyError as exc:
+                if not return_exceptions:
+                    raise
+                logger.warning("study %s not reported: %s", exc.study_instance_uid, exc)
+                results[index] = exc
+        for start in range(0, len(prepared), self.max_batch):
+            chunk = prepared[start : start + self.max_batch]
+            for (index, _), outcome in zip(
+                chunk, self._run_batch([p for _, p in chunk]), strict=True
+            ):
+                if isinstance(outcome, StudyError) and not return_exceptions:
+                    raise outcome
+                results[index] = outcome
+        return [r for r in results if r is not None]
+
+    def report_study(self, datasets: Sequence[Dataset]) -> StudyReport:
+        return self.report_studies([datasets])[0]
+
+
+def create_engine(
+    artifact_path: str | Path | EngineArtifact,
+    backend: str = "onnxruntime",
+    *,
+    device: str | None = None,
+    allow_test_artifact: bool = False,
+    max_batch: int = 8,
+    backend_options: dict[str, Any] | None = None,
+    **decoding: Any,
+) -> Engine:
+    """Load an artifact and return a ready :class:`Engine`.
+
+    ``decoding`` overrides the manifest's defaults (``num_beams``, ``max_length``, ...).
+    Artifacts marked ``purpose="test"`` (random weights) are refused unless
+    ``allow_test_artifact`` is set: they must never report on patients.
+    """
+    artifact = (
+        artifact_path if isinstance(artifact_path, EngineArtifact) else load_artifact(artifact_path)
+    )
+    if artifact.manifest.purpose == "test" and not allow_test_artifact:
+        raise ArtifactError(
+            f"{artifact.root}: engine {artifact.manifest.name} is a test artifact with random "
+            "weights; configure a trained engine (tests pass allow_test_artifact=True)",
+            path=str(artifact.root),
+        )
+    config = DecodingConfig.from_defaults(artifact.manifest.decoding, **decoding)
+    runner = create_backend(backend, artifact, device=device, **(backend_options or {}))
+    logger.info(
+        "engine %s %s ready on %s",
+        artifact.manifest.name,
+        artifact.manifest.version,
+        runner.describe(),
+    )
+    return Engine(artifact, runner, config, max_batch=max_batch)
