@@ -75,6 +75,13 @@ def handle_echo(event: Any) -> int:
     return SUCCESS
 
 
+def _reject(assoc: Any, diagnostic: int) -> None:
+    # As pynetdicom's own ACSE does: queue the A-ASSOCIATE-RJ, then stop the DUL, which waits
+    # until the PDU has been sent, so the peer sees a rejection rather than a dropped socket.
+    assoc.acse.send_reject(0x01, 0x01, diagnostic)
+    assoc.kill()
+
+
 def handle_association_request(event: Any, config: Config) -> None:
     """Refuse associations from calling AE titles or addresses outside the allowlists.
 
@@ -88,7 +95,7 @@ def handle_association_request(event: Any, config: Config) -> None:
     address = str(assoc.requestor.address)
     if security.allowed_calling_ae_titles and calling not in security.allowed_calling_ae_titles:
         logger.warning("association from %s refused: calling AE %r not allowed", address, calling)
-        assoc.acse.send_reject(0x01, 0x01, 0x03)
+        _reject(assoc, 0x03)
         return
     if security.allowed_networks:
         try:
@@ -102,7 +109,7 @@ def handle_association_request(event: Any, config: Config) -> None:
             logger.warning(
                 "association from %s (%s) refused: address not allowed", address, calling
             )
-            assoc.acse.send_reject(0x01, 0x01, 0x01)
+            _reject(assoc, 0x01)
 
 
 def _quarantine(
