@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pydicom
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
@@ -141,3 +142,21 @@ def test_restart_indexes_a_file_stored_without_its_row(
         rows = session.scalars(select(Instance)).all()
     assert [r.sop_instance_uid for r in rows] == [ds.SOPInstanceUID]
     assert not list(node.spool.root.rglob("*.partial"))
+
+
+@pytest.mark.postgres
+def test_receiving_on_postgresql(start_node, postgres_url: str, dicom_dir: Path) -> None:
+    node = start_node(
+        node={"database_url": postgres_url},
+        stability={"window_seconds": 0.3, "check_interval_seconds": 0.1},
+    )
+    with node.db_engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    study_uid = pydicom.uid.generate_uid()
+    items = [
+        renamed_copy(dicom_dir / "highdicom_dx_canine_thorax.dcm", study_uid) for _ in range(3)
+    ]
+    assert send_datasets(node.port, items + items[:1]) == [0, 0, 0, 0]
+    _wait_until(lambda: _study_states(node).get(study_uid) == StudyState.QUEUED)
+    with session_scope(node.sessions) as session:
+        assert len(session.scalars(select(Instance)).all()) == 3
