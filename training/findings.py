@@ -43,10 +43,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 logger = logging.getLogger(__name__)
 
 CODE_SCHEMES: tuple[str, ...] = ("SCT", "RADLEX")
+
+#: What a report or a label file says about one finding (the same values as engine.result).
+Presence = Literal["present", "absent", "uncertain"]
+PRESENCE_VALUES: tuple[str, ...] = ("present", "absent", "uncertain")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Validate the findings labeler against labels written by people.
+
+English: the IU X-Ray reports (OpenI XML) against their manual MeSH annotations, mapped to the
+finding set by :mod:`training.label_maps`. The labeler reads FINDINGS and IMPRESSION; reports
+indexed "No Indexing" or without any annotation are skipped.
+
+Spanish: the hand-written sentences of ``tests/training/data/spanish_findings.jsonl`` (one
+object a line: ``text`` and ``findings``, key -> present/absent/uncertain), written for this
+purpose by the project; the IU reports are never translated (their licence forbids modified
+copies).
+
+Prints per-finding precision, recall and F1 and their micro and macro averages.
+
+    python scripts/validate_labeler.py --iu ../shared/data/iu_xray
+    python scripts/validate_labeler.py --spanish tests/training/data/spanish_findings.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from training.data.iu_xray import IUXRayDataset
+from training.findings import Presence
+from training.labeler import get_labeler
+from training.metrics.clinical import ClinicalScores, clinical_scores
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_IU = REPO.parent / "shared" / "data" / "iu_xray"
+DEFAULT_ES = REPO / "tests" / "training" / "data" / "spanish_findings.jsonl"
+
+
+def validate_iu(root: Path, uncertain_as: str = "negative") -> ClinicalScores:
+    """English labeler vs the IU X-Ray MeSH annotations, over every annotated report."""
+    dataset = IUXRayDataset(root, layout="openi", include_unsplit=True)
+    labeler = get_labeler("en")
+    refs: list[dict[str, Presence]] = []
+    preds: list[dict[str, Presence]] = []
+    for record in dataset:
+        mesh = record.meta.get("mesh", "")
+        if not mesh or mesh.startswith("No Indexing"):
+            continue
+        refs.append(dict(record.findings))
+        preds.append(labeler.label(record.report("en")))
+    # Score only findings that the MeSH mapping can express: the others have no reference.
+    keys = sorted({k for r in refs for k in r})
+    return clinical_scores(refs, preds, keys=keys, uncertain_as=uncertain_as)
+
+
+def validate_spanish(path: Path, uncertain_as: str = "negative") -> tuple[ClinicalScores, float]:
+    """Spanish labeler vs hand-labeled sentences; also the share of exactly right labels."""
+    labeler = get_labeler("es")
+    refs: list[dict[str, Presence]] = []
+    preds: list[dict[str, Presence]] = []
+    exact = 0
+    total = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        ref = item["findings"]
+        pred = labeler.label(item["text"])
+        refs.append(ref)
+        preds.append(pred)
+        # Every labeled finding, with its presence (absent and uncertain included).
+        for key, presence in ref.items():
+            total += 1
+            exact += pred.get(key) == presence
+    keys = sorted({k for r in refs for k, p in r.items() if p != "absent"})
+    return clinical_scores(refs, preds, keys=keys, uncertain_as=uncertain_as), exact / max(total, 1)
+
+
+def format_scores(title: str, scores: ClinicalScores) -> str:
+    lines = [
+        title,
+        f"{'finding':28s} {'P':>6s} {'R':>6s} {'F1':>6s} {'support':>8s} {'pred':>6s}",
+    ]
+    for key, s in sorted(scores.per_finding.items(), key=lambda kv: -kv[1].support):
+        lines.append(
+            f"{key:28s} {s.precision:6.3f} {s.recall:6.3f} {s.f1:6.3f} {s.support:8d} "
+            f"{s.tp + s.fp:6d}"
+        )
+    m = scores.micro
+    lines.append(f"{'micro':28s} {m.precision:6.3f} {m.recall:6.3f} {m.f1:6.3f} {m.support:8d}")
+    lines.append(
+        f"{'macro':28s} {scores.macro_precision:6.3f} {scores.macro_recall:6.3f} "
+        f"{scores.macro_f1:6.3f}"
+    )
+    lines.append(f"studies: {scores.n_studies}, uncertain counted as {scores.uncertain_as}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iu", type=Path, default=None, help="IU X-Ray folder (OpenI reports)")
+    parser.add_argument("--spanish", type=Path, default=None, help="Spanish JSONL test set")
+    parser.add_argument("--uncertain-as", choices=("negative", "positive"), default="negative")
+    parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.iu is None and args.spanish is None:
+        args.iu, args.spanish = DEFAULT_IU, DEFAULT_ES
+    out: dict[str, object] = {}
+    if args.iu is not None:
+        scores = validate_iu(args.iu, args.uncertain_as)
+        print(format_scores("English labeler vs IU X-Ray manual MeSH annotations", scores))
+        out["iu_mesh"] = scores.as_dict()
+    if args.spanish is not None:
+        scores, exact = validate_spanish(args.spanish, args.uncertain_as)
+        print()
+        print(format_scores("Spanish labeler vs hand-labeled Spanish sentences", scores))
+        print(f"labels exactly right (present/absent/uncertain): {exact:.3f}")
+        out["spanish"] = {**scores.as_dict(), "exact_label_accuracy": exact}
+    if args.json is not None:
+        args.json.write_text(json.dumps(out, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""How each dataset's own labels map onto the unified finding set of :mod:`training.findings`.
+
+Tables, not logic, so that a reviewer can read every decision:
+
+- :data:`NIH_TO_KEY`: the 14 ChestX-ray14 labels (``Data_Entry_2017*.csv`` ``Finding Labels``,
+  ``BBox_List_2017.csv`` ``Finding Label``) and ``No Finding``.
+- :data:`CHEXPERT_TO_KEY`: the 14 CheXpert observations as spelled in the CheXpert, MIMIC-CXR-JPG
+  (``mimic-cxr-2.0.0-chexpert.csv``) and CheXpert Plus label files.
+- :data:`MESH_HEAD_TO_KEY` and :data:`MESH_QUALIFIED_TO_KEY`: the IU X-Ray manual MeSH
+  annotations (``<MeSH><major>Head/qualifier/...</major>``). A term maps through its head
+  unless a (head, qualifier) rule matches first; heads mapped to ``None`` were considered and
+  deliberately left out (not in the finding set, or too vague such as ``Lung`` alone).
+- :data:`PADCHEST_TO_KEY`: the PadChest radiological labels (``Labels`` column, lower case, as
+  in PadChest and PadChest-GR), the ones frequent enough to matter.
+
+Choices worth knowing: blunting of the costophrenic angle counts as pleural effusion (its most
+common cause, as the CheXpert labeler treats it); pulmonary congestion counts as edema (as in
+CheXpert); volume loss counts as atelectasis; sternotomy wires, clips, lines, tubes and
+pacemakers all count as support devices; degenerative changes of the spine count as
+spondylosis.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from training.findings import FINDINGS_BY_KEY
+
+logger = logging.getLogger(__name__)
+
+NIH_TO_KEY: dict[str, str] = {
+    "No Finding": "no_finding",
+    "Atelectasis": "atelectasis",
+    "Cardiomegaly": "cardiomegaly",
+    "Effusion": "pleural_effusion",
+    "Infiltration": "infiltration",
+    "Infiltrate": "infiltration",  # spelling used in BBox_List_2017.csv
+    "Mass": "mass",
+    "Nodule": "nodule",
+    "Pneumonia": "pneumonia",
+    "Pneumothorax": "pneumothorax",
+    "Consolidation": "consolidation",
+    "Edema": "edema",
+    "Emphysema": "emphysema",
+    "Fibrosis": "fibrosis",
+    "Pleural_Thickening": "pleural_thickening",
+    "Hernia": "hernia",
+}
+
+#: The 14 labels that every ChestX-ray14 image is annotated for (absent unless listed).
+NIH_LABELS: tuple[str, ...] = tuple(k for k in NIH_TO_KEY if k not in ("No Finding", "Infiltrate"))
+
+CHEXPERT_TO_KEY: dict[str, str] = {
+    "No Finding": "no_finding",
+    "Enlarged Cardiomediastinum": "enlarged_cardiomediastinum",
+    "Cardiomegaly": "cardiomegaly",
+    "Lung Opacity": "lung_opacity",
+    "Lung Lesion": "lung_lesion",
+    "Edema": "edema",
+    "Consolidation": "consolidation",
+    "Pneumonia": "pneumonia",
+    "Atelectasis": "atelectasis",
+    "Pneumothorax": "pneumothorax",
+    "Pleural Effusion": "pleural_effusion",
+    "Pleural Other": "pleural_other",
+    "Fracture": "fracture",
+    "Support Devices": "support_devices",
+}
+
+MESH_HEAD_TO_KEY: dict[str, str | None] = {
+    "normal": "no_finding",
+    "Cardiomegaly": "cardiomegaly",
+    "Pulmonary Atelectasis": "atelectasis",
+    "Atelectasis": "atelectasis",
+    "Volume Loss": "atelectasis",
+    "Opacity": "lung_opacity",
+    "Density": "lung_opacity",
+    "Airspace Disease": "lung_opacity",
+    "Infiltrate": "infiltration",
+    "Consolidation": "consolidation",
+    "Pneumonia": "pneumonia",
+    "Pleural Effusion": "pleural_effusion",
+    "Pneumothorax": "pneumothorax",
+    "Hydropneumothorax": "pneumothorax",
+    "Hemopneumothorax": "pneumothorax",
+    "Pulmonary Edema": "edema",
+    "Pulmonary Congestion": "edema",
+    "Nodule": "nodule",
+    "Mass": "mass",
+    "Emphysema": "emphysema",
+    "Pulmonary Emphysema": "emphysema",
+    "Bullous Emphysema": "emphysema",
+    "Pulmonary Fibrosis": "fibrosis",
+    "Fibrosis": "fibrosis",
+    "Hernia, Hiatal": "hernia",
+    "Fractures, Bone": "fracture",
+    "Calcified Granuloma": "granuloma",
+    "Granuloma": "granuloma",
+    "Granulomatous Disease": "granuloma",
+    "Calcinosis": "calcification",
+    "Scoliosis": "scoliosis",
+    "Kyphosis": "kyphosis",
+    "Spondylosis": "spondylosis",
+    "Osteophyte": "spondylosis",
+    "Atherosclerosis": "aortic_atheromatosis",
+    "Cicatrix": "scarring",
+    "Bronchiectasis": "bronchiectasis",
+    "Lung Diseases, Interstitial": "interstitial_pattern",
+    "Tuberculosis": "tuberculosis",
+    "Diaphragmatic Eventration": "elevated_hemidiaphragm",
+    "Catheters, Indwelling": "support_devices",
+    "Surgical Instruments": "support_devices",
+    "Implanted Medical Device": "support_devices",
+    "Tube, Inserted": "support_devices",
+    "Medical Device": "support_devices",
+    "Stents": "support_devices",
+    # Considered and left out: not in the finding set, or too vague on their own.
+    "Lung": None,
+    "Markings": None,
+    "Thoracic Vertebrae": None,
+    "Spine": None,
+    "Aorta": None,
+    "Aorta, Thoracic": None,
+    "Diaphragm": None,
+    "Costophrenic Angle": None,
+    "Thickening": None,
+    "Cardiac Shadow": None,
+    "Mediastinum": None,
+    "Deformity": None,
+    "No Indexing": None,
+    "Technical Quality of Image Unsatisfactory": None,
+    "Pulmonary Disease, Chronic Obstructive": None,
+    "Foreign Bodies": None,
+    "Subcutaneous Emphysema": None,
+    "Pericardial Effusion": None,
+    "Heart Failure": None,
+}
+
+#: (head, qualifier) -> key; a qualifier is any ``/``-separated part after the head.
+MESH_QUALIFIED_TO_KEY: tuple[tuple[str, str, str], ...] = (
+    ("Lung", "hypoinflation", "hypoinflation"),
+    ("Lung", "hyperdistention", "hyperinflation"),
+    ("Lung", "interstitial", "interstitial_pattern"),
+    ("Markings", "interstitial", "interstitial_pattern"),
+    ("Markings", "reticular", "interstitial_pattern"),
+    ("Thoracic Vertebrae", "degenerative", "spondylosis"),
+    ("Spine", "degenerative", "spondylosis"),
+    ("Lumbar Vertebrae", "degenerative", "spondylosis"),
+    ("Cervical Vertebrae", "degenerative", "spondylosis"),
+    ("Aorta", "tortuous", "aortic_elongation"),
+    ("Aorta, Thoracic", "tortuous", "aortic_elongation"),
+    ("Aorta", "calcified", "aortic_atheromatosis"),
+    ("Aorta, Thoracic", "calcified", "aortic_atheromatosis"),
+    ("Diaphragm", "elevated", "elevated_hemidiaphragm"),
+    ("Costophrenic Angle", "blunted", "pleural_effusion"),
+    ("Thickening", "pleura", "pleural_thickening"),
+    ("Pleura", "thickening", "pleural_thickening"),
+    ("Cardiac Shadow", "enlarged", "cardiomegaly"),
+    ("Heart", "enlarged", "cardiomegaly"),
+    ("Mediastinum", "prominent", "enlarged_cardiomediastinum"),
+    ("Mediastinum", "enlarged", "enlarged_cardiomediastinum"),
+    ("Mediastinum", "widened", "enlarged_cardiomediastinum"),
+)
+
+PADCHEST_TO_KEY: dict[str, str] = {
+    "normal": "no_finding",
+    "pleural effusion": "pleural_effusion",
+    "loculated pleural effusion": "pleural_effusion",
+    "costophrenic angle blunting": "pleural_effusion",
+    "cardiomegaly": "cardiomegaly",
+    "pneumonia": "pneumonia",
+    "atelectasis": "atelectasis",
+    "laminar atelectasis": "atelectasis",
+    "lobar atelectasis": "atelectasis",
+    "segmental atelectasis": "atelectasis",
+    "round atelectasis": "atelectasis",
+    "total atelectasis": "atelectasis",
+    "consolidation": "consolidation",
+    "alveolar pattern": "lung_opacity",
+    "increased density": "lung_opacity",
+    "ground glass pattern": "lung_opacity",
+    "infiltrates": "infiltration",
+    "interstitial pattern": "interstitial_pattern",
+    "reticular interstitial pattern": "interstitial_pattern",
+    "reticulonodular interstitial pattern": "interstitial_pattern",
+    "miliary opacities": "interstitial_pattern",
+    "nodule": "nodule",
+    "multiple nodules": "nodule",
+    "mass": "mass",
+    "pulmonary mass": "mass",
+    "lung metastasis": "lung_lesion",
+    "cavitation": "lung_lesion",
+    "emphysema": "emphysema",
+    "bullas": "emphysema",
+    "air trapping": "hyperinflation",
+    "pulmonary fibrosis": "fibrosis",
+    "fibrotic band": "scarring",
+    "pleural thickening": "pleural_thickening",
+    "apical pleural thickening": "pleural_thickening",
+    "pleural plaques": "pleural_other",
+    "calcified pleural thickening": "pleural_thickening",
+    "hiatal hernia": "hernia",
+    "pneumothorax": "pneumothorax",
+    "hydropneumothorax": "pneumothorax",
+    "pulmonary edema": "edema",
+    "alveolar edema": "edema",
+    "kerley lines": "edema",
+    "scoliosis": "scoliosis",
+    "kyphosis": "kyphosis",
+    "vertebral degenerative changes": "spondylosis",
+    "aortic elongation": "aortic_elongation",
+    "descendent aortic elongation": "aortic_elongation",
+    "ascendent aortic elongation": "aortic_elongation",
+    "aortic atheromatosis": "aortic_atheromatosis",
+    "aortic button enlargement": "aortic_elongation",
+    "calcified granuloma": "granuloma",
+    "granuloma": "granuloma",
+    "calcified densities": "calcification",
+    "bronchiectasis": "bronchiectasis",
+    "hemidiaphragm elevation": "elevated_hemidiaphragm",
+    "tuberculosis": "tuberculosis",
+    "tuberculosis sequelae": "tuberculosis",
+    "mediastinal enlargement": "enlarged_cardiomediastinum",
+    "superior mediastinal enlargement": "enlarged_cardiomediastinum",
+    "mediastinic lipomatosis": "enlarged_cardiomediastinum",
+    "fracture": "fracture",
+    "rib fracture": "fracture",
+    "callus rib fracture": "fracture",
+    "clavicle fracture": "fracture",
+    "humeral fracture": "fracture",
+    "vertebral fracture": "fracture",
+    "vertebral compression": "fracture",
+    "pacemaker": "support_devices",
+    "dual chamber device": "support_devices",
+    "single chamber device": "support_devices",
+    "electrical device": "support_devices",
+    "nsg tube": "support_devices",
+    "endotracheal tube": "support_devices",
+    "tracheostomy tube": "support_devices",
+    "chest drain tube": "support_devices",
+    "catheter": "support_devices",
+    "central venous catheter": "support_devices",
+    "central venous catheter via jugular vein": "support_devices",
+    "central venous catheter via subclavian vein": "support_devices",
+    "central venous catheter via umbilical vein": "support_devices",
+    "reservoir central venous catheter": "support_devices",
+    "artificial heart valve": "support_devices",
+    "artificial aortic heart valve": "support_devices",
+    "artificial mitral heart valve": "support_devices",
+    "heart valve calcified": "calcification",
+    "sternotomy": "support_devices",
+    "surgery": "support_devices",
+    "metal": "support_devices",
+    "osteosynthesis material": "support_devices",
+}
+
+
+def _check_tables() -> None:
+    targets: list[str | None] = [
+        *NIH_TO_KEY.values(),
+        *CHEXPERT_TO_KEY.values(),
+        *MESH_HEAD_TO_KEY.values(),
+        *(key for _, _, key in MESH_QUALIFIED_TO_KEY),
+        *PADCHEST_TO_KEY.values(),
+    ]
+    unknown = sorted({t for t in targets if t is not None and t not in FINDINGS_BY_KEY})
+    if unknown:  # pragma: no cover - guards edits to the tables
+        raise RuntimeError(f"training.label_maps maps onto unknown finding keys: {unknown}")
+
+
+_check_tables()
+
+
+def nih_to_key(label: str) -> str | None:
+    """The finding key of one NIH ChestX-ray14 label (``None`` when not in the finding set)."""
+    return NIH_TO_KEY.get(label.strip())
+
+
+def chexpert_to_key(label: str) -> str | None:
+    """The finding key of one CheXpert observation name."""
+    return CHEXPERT_TO_KEY.get(label.strip())
+
+
+def padchest_to_key(label: str) -> str | None:
+    """The finding key of one PadChest label (case and surrounding spaces ignored)."""
+    return PADCHEST_TO_KEY.get(label.strip().lower())
+
+
+def mesh_to_keys(term: str) -> set[str]:
+    """The finding keys of one IU X-Ray MeSH term such as ``"Opacity/lung/base/left/mild"``.
+
+    Qualified rules are tried first, then the head alone. An unmapped term gives an empty set.
+    """
+    parts = [p.strip() for p in term.split("/")]
+    head, qualifiers = parts[0], {p.lower() for p in parts[1:] if p}
+    keys = {key for h, q, key in MESH_QUALIFIED_TO_KEY if h == head and q in qualifiers}
+    if keys:
+        return keys
+    key = MESH_HEAD_TO_KEY.get(head)
+    if key is None and head not in MESH_HEAD_TO_KEY:
+        logger.debug("IU MeSH head %r has no mapping", head)
+    return {key} if key else set()

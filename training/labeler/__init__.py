@@ -1,0 +1,13 @@
+"""The rule-based findings labeler for English and Spanish chest radiograph reports."""
+
+from training.labeler.labeler import FindingsLabeler, Mention, get_labeler, label_report
+from training.labeler.sections import labeled_text, split_sections
+
+__all__ = [
+    "FindingsLabeler",
+    "Mention",
+    "get_labeler",
+    "label_report",
+    "labeled_text",
+    "split_sections",
+]

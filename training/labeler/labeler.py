@@ -1,0 +1,221 @@
+"""The rule-based findings labeler: report text in, finding key -> present/absent/uncertain out.
+
+How one report is read:
+
+1. Keep the sections that describe the image (FINDINGS, IMPRESSION; the whole text when it has
+   no headers), see :func:`training.labeler.sections.labeled_text`.
+2. Split it into sentences; fold each (lower case, no accents).
+3. Find the triggers of the sentence (negation and uncertainty, before or after a mention;
+   pseudo-triggers such as "no change"; scope terminators such as "but"). Where triggers
+   overlap, the longest wins, so "no se descarta" is uncertainty, not negation.
+4. Find the mentions of each finding, minus those an exclusion cancels ("pericardial effusion").
+   Phrases that state normality ("heart size is normal") are mentions that are absent.
+5. A mention takes the nearest trigger before it (within ``pre_window`` words, no terminator in
+   between) and the nearest after it (within ``post_window`` words): uncertain if either is an
+   uncertainty trigger, absent if either negates, present otherwise.
+6. Per finding: present if any mention is present, else uncertain if any is, else absent. A
+   finding never mentioned is not in the output.
+7. ``no_finding`` (as in CheXpert) is present when the text says something and no finding other
+   than support devices is present or uncertain.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from training.findings import Presence
+from training.labeler.rules import CompiledRules, LanguageRules
+from training.labeler.rules_en import RULES_EN
+from training.labeler.rules_es import RULES_ES
+from training.labeler.sections import labeled_text
+from training.labeler.text import fold, nfc
+
+logger = logging.getLogger(__name__)
+
+RULES: dict[str, LanguageRules] = {"en": RULES_EN, "es": RULES_ES}
+
+#: Findings that do not make a study abnormal for ``no_finding`` (as in CheXpert).
+NOT_ABNORMAL: frozenset[str] = frozenset({"no_finding", "support_devices"})
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+|(?<=[a-z]\.)(?=[A-Z])")
+_WORD = re.compile(r"\w+")
+_RANK: dict[str, int] = {"absent": 0, "uncertain": 1, "present": 2}
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One place a report speaks of a finding, and what it says about it."""
+
+    finding: str
+    presence: Presence
+    text: str
+    sentence: str
+    trigger: str | None = None
+
+
+@dataclass(frozen=True)
+class _Span:
+    start: int
+    end: int
+    kinds: frozenset[str]
+    text: str
+
+
+def _words(text: str) -> int:
+    return len(_WORD.findall(text))
+
+
+class FindingsLabeler:
+    """Label chest radiograph reports in one language (``"en"`` or ``"es"``)."""
+
+    def __init__(self, lang: str = "en", rules: LanguageRules | None = None) -> None:
+        if rules is None:
+            if lang not in RULES:
+                raise ValueError(f"lang must be one of {sorted(RULES)}, got {lang!r}")
+            rules = RULES[lang]
+        self.lang = lang
+        self.rules = rules
+        assert rules.compiled is not None  # built in LanguageRules.__post_init__
+        self._c: CompiledRules = rules.compiled
+
+    # -- public API -------------------------------------------------------------------------
+    def label(self, report: str, *, sections: bool = True) -> dict[str, Presence]:
+        """The findings of ``report``; ``sections=False`` reads the whole text."""
+        text = labeled_text(report, self.lang) if sections else report
+        found: dict[str, Presence] = {}
+        for mention in self._mentions(text):
+            old = found.get(mention.finding)
+            if old is None or _RANK[mention.presence] > _RANK[old]:
+                found[mention.finding] = mention.presence
+        abnormal = any(
+            p in ("present", "uncertain") for k, p in found.items() if k not in NOT_ABNORMAL
+        )
+        if not abnormal and text.strip():
+            found["no_finding"] = "present"
+        return found
+
+    def label_many(self, reports: Iterable[str]) -> list[dict[str, Presence]]:
+        """:meth:`label` for each report."""
+        return [self.label(r) for r in reports]
+
+    def mentions(self, report: str, *, sections: bool = True) -> list[Mention]:
+        """Every mention found, with the trigger that decided it: for reading and debugging."""
+        return self._mentions(labeled_text(report, self.lang) if sections else report)
+
+    def sentences(self, text: str) -> list[str]:
+        """``text`` cut into sentences."""
+        return [s.strip() for s in _SENTENCE_END.split(nfc(text)) if s and s.strip()]
+
+    # -- internals --------------------------------------------------------------------------
+    def _mentions(self, text: str) -> list[Mention]:
+        out: list[Mention] = []
+        for sentence in self.sentences(text):
+            out.extend(self._sentence_mentions(sentence))
+        return out
+
+    def _triggers(self, folded: str) -> list[_Span]:
+        c = self._c
+        raw: list[tuple[int, int, str]] = []
+        for kind, pattern in (
+            ("neg_pre", c.negation_pre),
+            ("neg_post", c.negation_post),
+            ("unc_pre", c.uncertain_pre),
+            ("unc_post", c.uncertain_post),
+            ("pseudo", c.pseudo),
+            ("term", c.terminators),
+        ):
+            if pattern is None:
+                continue
+            for m in pattern.finditer(folded):
+                if m.end() > m.start():
+                    raw.append((m.start(), m.end(), kind))
+        by_extent: dict[tuple[int, int], set[str]] = {}
+        for start, end, kind in raw:
+            by_extent.setdefault((start, end), set()).add(kind)
+        accepted: list[_Span] = []
+        for (start, end), kinds in sorted(by_extent.items(), key=lambda kv: kv[0][0] - kv[0][1]):
+            if any(start < s.end and s.start < end for s in accepted):
+                continue
+            accepted.append(_Span(start, end, frozenset(kinds), folded[start:end]))
+        return sorted(accepted, key=lambda s: s.start)
+
+    def _sentence_mentions(self, sentence: str) -> list[Mention]:
+        folded = fold(sentence)
+        triggers = self._triggers(folded)
+        c = self._c
+        found: list[tuple[str, int, int, bool]] = []
+        for key, pattern in c.mentions.items():
+            excluders = [p for k, p in c.exclude.items() if k in (key, "*")]
+            blocked = [(m.start(), m.end()) for p in excluders for m in p.finditer(folded)]
+            for m in pattern.finditer(folded):
+                if any(m.start() < e and s < m.end() for s, e in blocked):
+                    continue
+                # A mention inside a trigger phrase ("no acute") is part of the trigger.
+                if any(t.start <= m.start() and m.end() <= t.end for t in triggers):
+                    continue
+                found.append((key, m.start(), m.end(), False))
+        for key, pattern in c.normal.items():
+            for m in pattern.finditer(folded):
+                found.append((key, m.start(), m.end(), True))
+        out = []
+        for key, start, end, is_normal in found:
+            if is_normal:
+                presence: Presence = "absent"
+                trigger: str | None = "normal"
+            else:
+                presence, trigger = self._presence(folded, triggers, start, end)
+            out.append(Mention(key, presence, sentence[start:end], sentence, trigger))
+        return out
+
+    def _presence(
+        self, folded: str, triggers: list[_Span], start: int, end: int
+    ) -> tuple[Presence, str | None]:
+        pre: _Span | None = None
+        for t in triggers:
+            if t.end > start:
+                break
+            if "term" in t.kinds or "pseudo" in t.kinds:
+                pre = None  # a terminator (or pseudo-trigger) closes the earlier scopes
+                continue
+            if t.kinds & {"neg_pre", "unc_pre"}:
+                pre = t
+        if pre is not None and _words(folded[pre.end : start]) > self.rules.pre_window:
+            pre = None
+        post: _Span | None = None
+        for t in triggers:
+            if t.start < end:
+                continue
+            if "term" in t.kinds or "pseudo" in t.kinds:
+                break
+            if t.kinds & {"neg_post", "unc_post"}:
+                if _words(folded[end : t.start]) <= self.rules.post_window:
+                    post = t
+                break
+            if t.kinds & {"neg_pre", "unc_pre"}:
+                break  # a trigger that looks forward opens the next mention's scope
+        chosen = [t for t in (pre, post) if t is not None]
+        for t in chosen:
+            if t.kinds & {"unc_pre", "unc_post"}:
+                return "uncertain", t.text
+        for t in chosen:
+            if t.kinds & {"neg_pre", "neg_post"}:
+                return "absent", t.text
+        return "present", None
+
+
+_LABELERS: dict[str, FindingsLabeler] = {}
+
+
+def get_labeler(lang: str = "en") -> FindingsLabeler:
+    """A shared labeler for ``lang`` (compiled once per process)."""
+    if lang not in _LABELERS:
+        _LABELERS[lang] = FindingsLabeler(lang)
+    return _LABELERS[lang]
+
+
+def label_report(report: str, lang: str = "en") -> dict[str, Presence]:
+    """The findings of one report in ``lang``."""
+    return get_labeler(lang).label(report)

@@ -1,0 +1,112 @@
+"""The shape of a language's labeling rules, and their compilation to regular expressions.
+
+A rule table (:mod:`training.labeler.rules_en`, :mod:`training.labeler.rules_es`) is plain
+data: regular expressions written on folded text (lower case, no accents; see
+:func:`training.labeler.text.fold`), word boundaries added here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+from training.findings import FINDINGS_BY_KEY
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LanguageRules:
+    """Everything the labeler needs to know about one language.
+
+    - ``mentions``: finding key -> phrases that name the finding.
+    - ``normal``: finding key -> phrases that state the finding is absent without a negation
+      word ("heart size is normal").
+    - ``exclude``: finding key (or ``"*"`` for all) -> phrases that, where they overlap a
+      mention, cancel it ("pericardial effusion" is not a pleural effusion).
+    - ``negation_pre`` / ``negation_post``: triggers before / after a mention.
+    - ``uncertain_pre`` / ``uncertain_post``: the same for uncertainty.
+    - ``pseudo``: phrases that contain a trigger word but are not triggers ("no change").
+    - ``terminators``: words that end a trigger's scope ("but", "pero").
+    - ``pre_window`` / ``post_window``: how many words a trigger reaches.
+    """
+
+    lang: str
+    mentions: dict[str, tuple[str, ...]]
+    normal: dict[str, tuple[str, ...]]
+    exclude: dict[str, tuple[str, ...]]
+    negation_pre: tuple[str, ...]
+    negation_post: tuple[str, ...]
+    uncertain_pre: tuple[str, ...]
+    uncertain_post: tuple[str, ...]
+    pseudo: tuple[str, ...]
+    terminators: tuple[str, ...]
+    pre_window: int = 12
+    post_window: int = 6
+    compiled: CompiledRules | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for table in (self.mentions, self.normal, self.exclude):
+            unknown = [k for k in table if k != "*" and k not in FINDINGS_BY_KEY]
+            if unknown:
+                raise ValueError(f"rules for {self.lang!r} name unknown finding keys {unknown}")
+        object.__setattr__(self, "compiled", CompiledRules.build(self))
+
+
+def _alt(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    # Longest first so that alternation prefers "no evidence of" over "no".
+    ordered = sorted(patterns, key=len, reverse=True)
+    return re.compile(r"(?<![\w])(?:" + "|".join(f"(?:{p})" for p in ordered) + r")(?![\w])")
+
+
+def _alt_punct(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """Like :func:`_alt` but lets a pattern begin or end with punctuation (",", "?")."""
+    if not patterns:
+        return None
+    ordered = sorted(patterns, key=len, reverse=True)
+    parts = []
+    for p in ordered:
+        left = "" if not p[:1].isalnum() else r"(?<![\w])"
+        right = "" if not p[-1:].isalnum() and not p.endswith(("*", "+", ")", "?")) else r"(?![\w])"
+        parts.append(f"{left}(?:{p}){right}")
+    return re.compile("|".join(parts))
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    """The rule table as compiled regular expressions."""
+
+    mentions: dict[str, re.Pattern[str]]
+    normal: dict[str, re.Pattern[str]]
+    exclude: dict[str, re.Pattern[str]]
+    negation_pre: re.Pattern[str] | None
+    negation_post: re.Pattern[str] | None
+    uncertain_pre: re.Pattern[str] | None
+    uncertain_post: re.Pattern[str] | None
+    pseudo: re.Pattern[str] | None
+    terminators: re.Pattern[str] | None
+
+    @classmethod
+    def build(cls, rules: LanguageRules) -> CompiledRules:
+        def table(t: dict[str, tuple[str, ...]]) -> dict[str, re.Pattern[str]]:
+            out = {}
+            for key, pats in t.items():
+                pattern = _alt(pats)
+                if pattern is not None:
+                    out[key] = pattern
+            return out
+
+        return cls(
+            mentions=table(rules.mentions),
+            normal=table(rules.normal),
+            exclude=table(rules.exclude),
+            negation_pre=_alt(rules.negation_pre),
+            negation_post=_alt(rules.negation_post),
+            uncertain_pre=_alt_punct(rules.uncertain_pre),
+            uncertain_post=_alt_punct(rules.uncertain_post),
+            pseudo=_alt(rules.pseudo),
+            terminators=_alt_punct(rules.terminators),
+        )

@@ -1,0 +1,335 @@
+"""English labeling rules for chest radiograph reports.
+
+In the spirit of the CheXpert labeler (Irvin et al. 2019) and NegEx (Chapman et al. 2001):
+phrases that name each finding, triggers that negate it or make it uncertain, and words that
+end a trigger's reach. Written on folded text: lower case, no accents.
+"""
+
+from __future__ import annotations
+
+from training.labeler.rules import LanguageRules
+
+_W = r"(?:[\w-]+ )"  # one word and its space, for "up to n words" gaps
+
+MENTIONS: dict[str, tuple[str, ...]] = {
+    "enlarged_cardiomediastinum": (
+        r"(?:enlarged|widened|widening of the|prominent|enlargement of the) (?:superior )?"
+        r"(?:cardio)?mediastin\w*",
+        r"(?:cardio)?mediastin\w* (?:silhouette |contours? |width )?"
+        rf"(?:is |are |appears? |remains? )?{_W}{{0,2}}(?:widen\w*|enlarg\w*|prominen\w*)",
+        r"mediastinal (?:widening|enlargement|prominence)",
+    ),
+    "cardiomegaly": (
+        r"cardiomegaly",
+        r"(?:heart|cardiac silhouette|cardiac shadow|heart size|cardiac size|cardiac contour)"
+        rf" (?:is |are |appears? |remains? |size is )?{_W}{{0,2}}(?:enlarged|increased|large)",
+        r"(?:enlarged|large) (?:heart|cardiac silhouette|cardiac shadow)",
+        r"enlargement of the (?:heart|cardiac silhouette|cardiac shadow)",
+        r"cardiac enlargement",
+    ),
+    "lung_opacity": (
+        r"opacit(?:y|ies)",
+        r"opacification",
+        r"air ?space (?:disease|opacit(?:y|ies)|process)",
+        r"densit(?:y|ies)",
+        r"haziness",
+        r"hazy",
+    ),
+    "lung_lesion": (
+        r"lesions?",
+        r"cavitary",
+        r"cavitation",
+        r"cavit(?:y|ies)",
+    ),
+    "edema": (
+        r"o?edema",
+        r"(?:pulmonary |vascular |venous )congestion",
+        r"congestive heart failure",
+        r"chf",
+        r"kerley b? ?lines",
+    ),
+    "consolidation": (r"consolidat\w*",),
+    "pneumonia": (
+        r"pneumonias?",
+        r"bronchopneumonia",
+        r"pneumonitis",
+        r"infectio(?:n|ns|us)",
+        r"infectious process",
+    ),
+    "atelectasis": (
+        r"atelecta\w*",
+        r"(?:lobar|segmental|lung|partial) collapse",
+        r"volume loss",
+    ),
+    "pneumothorax": (r"pneumothora(?:x|ces)", r"hydropneumothorax"),
+    "pleural_effusion": (
+        r"(?:pleural )?effusions?",
+        r"pleural fluid",
+        r"blunting of (?:the )?(?:\w+ )?costophrenic (?:angles?|sulc(?:us|i))",
+        r"costophrenic (?:angles?|sulc(?:us|i)) (?:is |are )?(?:\w+ )?blunt\w*",
+        r"blunted (?:\w+ )?costophrenic (?:angles?|sulc(?:us|i))",
+    ),
+    "pleural_other": (
+        r"pleural (?:plaques?|calcifications?|scarring)",
+        r"fibrothorax",
+        r"calcified pleura\w*",
+    ),
+    "fracture": (r"fractur\w*", r"fx"),
+    "support_devices": (
+        r"(?:endotracheal|et|enteric|nasogastric|ng|og|orogastric|chest|feeding|tracheostomy|"
+        r"dobhoff|drainage) tubes?",
+        r"(?:picc|central venous|central|port-?a-?cath|swan-?ganz|ij|jugular|subclavian|dialysis|"
+        r"venous|midline) (?:line|catheter)s?",
+        r"catheters?",
+        r"pacemakers?",
+        r"pacers?",
+        r"aicd",
+        r"defibrillators?",
+        r"(?:pacing|pacer) (?:wires?|leads?)",
+        r"sternotomy wires?",
+        r"(?:median )?sternotomy",
+        r"(?:surgical|vascular) clips?",
+        r"clips?",
+        r"stents?",
+        r"(?:prosthetic|mechanical|artificial) (?:heart )?valves?",
+        r"valve replacement",
+        r"(?:chest|power|infusion) ?port",
+        r"drains?",
+        r"cerclage wires?",
+        r"(?:orthopedic|surgical|spinal) hardware",
+        r"hardware",
+    ),
+    "infiltration": (r"infiltrat\w*",),
+    "mass": (r"mass(?:es)?", r"mass-like"),
+    "nodule": (r"nodul(?:e|es|ar|arity)",),
+    "emphysema": (r"emphysem\w*", r"bullae", r"bullous", r"bulla"),
+    "fibrosis": (r"fibros\w*", r"fibrotic (?:changes?|lung disease)"),
+    "pleural_thickening": (
+        r"pleural thickening",
+        r"thickening of the (?:\w+ )?pleura",
+        r"thickened pleura",
+        r"pleural-?parenchymal thickening",
+    ),
+    "hernia": (r"hiatal hernia", r"hiatus hernia", r"hernias?"),
+    "hyperinflation": (
+        r"hyperinflat\w*",
+        r"hyperexpan\w*",
+        r"hyperaerat\w*",
+        r"(?:over|hyper)-?distended",
+        r"hyperdistention",
+        r"flatten\w* (?:of (?:the|both) )?(?:hemi-?)?diaphragm\w*",
+        r"(?:hemi-?)?diaphragms? (?:is |are )?flattened",
+        r"(?:increased|large|high) lung volumes?",
+    ),
+    "hypoinflation": (
+        r"low lung volumes?",
+        r"hypoinflat\w*",
+        r"(?:decreased|diminished|reduced|low) (?:lung )?(?:volumes|inflation)",
+        r"(?:poor|shallow|suboptimal|limited) (?:inspiratory effort|inspiration)",
+        r"lungs? (?:are |is )?(?:\w+ )?hypoinflated",
+    ),
+    "granuloma": (r"granulom\w*",),
+    "calcification": (r"calcifi\w*", r"calcinosis"),
+    "scoliosis": (r"scolio\w*", r"(?:dextro|levo)convex\w*", r"curvature of the (?:\w+ )?spine"),
+    "kyphosis": (r"kyphos\w*", r"kyphotic"),
+    "spondylosis": (
+        r"spondylo\w*",
+        r"degenerative (?:\w+ ){0,3}(?:spine|spinal|vertebra\w*|thoracic|disc|endplate)\w*",
+        r"degenerative changes?",
+        r"degenerative disease",
+        r"osteophyt\w*",
+        r"diffuse idiopathic skeletal hyperostosis",
+    ),
+    "aortic_elongation": (
+        r"tortuous (?:\w+ )?aort\w*",
+        r"aort\w* (?:is |appears |remains )?(?:\w+ )?tortuous",
+        r"tortuosity of the (?:\w+ )?aorta",
+        r"(?:elongat|unfold|ectati)\w* (?:of the )?(?:\w+ )?aort\w*",
+        r"aorta (?:is |appears )?(?:\w+ )?(?:elongated|unfolded|ectatic)",
+        r"aortic (?:tortuosity|ectasia|unfolding)",
+    ),
+    "aortic_atheromatosis": (
+        r"atheroscleros\w*",
+        r"atherosclerotic",
+        r"atheromatous",
+        r"(?:aortic|aorta) (?:arch |knob )?calcifi\w*",
+        r"calcifi\w* (?:of )?(?:the )?(?:aortic arch|aortic knob|aorta|aortic)",
+    ),
+    "elevated_hemidiaphragm": (
+        r"elevat\w* (?:of )?(?:the )?(?:right |left )?(?:hemi-?)?diaphragm\w*",
+        r"(?:hemi-?)?diaphragm\w* (?:is |are |remains )?(?:\w+ )?elevat\w*",
+        r"eventration",
+    ),
+    "scarring": (r"scar(?:ring|s)?", r"cicatri\w*", r"fibrotic (?:band|strand)s?"),
+    "bronchiectasis": (r"bronchiecta\w*",),
+    "interstitial_pattern": (
+        r"interstitial (?:markings?|pattern|opacit\w*|prominence|lung disease|disease|changes?|"
+        r"thickening|edema)",
+        r"reticul\w* (?:opacit\w*|markings?|pattern|changes?)",
+        r"reticulonodular",
+        r"(?:increased|prominent|coarse\w*) (?:interstitial |lung |bronchovascular )markings",
+    ),
+    "tuberculosis": (r"tubercul\w*", r"tb"),
+}
+
+NORMAL: dict[str, tuple[str, ...]] = {
+    "cardiomegaly": (
+        r"(?:heart|cardiac silhouette|heart size|cardiac size)(?: and [\w ]{1,40}?)? "
+        r"(?:is |are |appears? |remains? )?(?:within normal limits|normal|unremarkable)",
+        r"normal (?:heart|cardiac) (?:size|silhouette|contour)",
+        r"normal-sized heart",
+    ),
+    "enlarged_cardiomediastinum": (
+        r"(?:cardio)?mediastinal (?:silhouette|contours?)(?: and [\w ]{1,40}?)? "
+        r"(?:is |are |appears? |remains? )?(?:within normal limits|normal|unremarkable)",
+        r"normal (?:cardio)?mediastinal (?:silhouette|contours?)",
+    ),
+    "pleural_effusion": (r"costophrenic (?:angles?|sulci) (?:are |is )?(?:sharp|clear)",),
+    "hypoinflation": (r"(?:lungs? (?:are |is )?)?normally (?:inflated|expanded)",),
+    "hyperinflation": (r"(?:lungs? (?:are |is )?)?normally (?:inflated|expanded)",),
+}
+
+EXCLUDE: dict[str, tuple[str, ...]] = {
+    "pleural_effusion": (r"pericardial effusions?", r"joint effusions?"),
+    "emphysema": (r"subcutaneous emphysema", r"soft tissue emphysema"),
+    "fibrosis": (r"cystic fibrosis",),
+    "lung_lesion": (
+        r"(?:bony|osseous|bone|lytic|sclerotic|skeletal|blastic|skin|cutaneous) lesions?",
+    ),
+    "calcification": (
+        r"calcified (?:granuloma|granulomas|nodule|nodules)",
+        r"(?:aortic|aorta) (?:arch |knob )?calcifi\w*",
+        r"calcifi\w* (?:of )?(?:the )?(?:aortic arch|aortic knob|aorta|aortic)",
+    ),
+    "lung_opacity": (r"(?:bone|bony|mineral) densit(?:y|ies)", r"nodular opacit(?:y|ies)"),
+    "hernia": (r"(?:inguinal|umbilical|ventral) hernias?",),
+    "pneumonia": (r"(?:urinary|urinary tract) infection",),
+    "support_devices": (r"(?:lobar|lung|partial) collapse",),
+}
+
+NEGATION_PRE: tuple[str, ...] = (
+    r"no",
+    r"not",
+    r"nor",
+    r"without",
+    r"negative for",
+    r"free of",
+    r"clear of",
+    r"absence of",
+    r"absent",
+    r"no evidence of",
+    r"no radiographic evidence of",
+    r"no signs? of",
+    r"rather than",
+    r"resolution of",
+    r"resolved",
+    r"removal of",
+    r"never",
+    r"ruled out",
+    r"exclude[sd]?",
+    r"no longer",
+)
+
+NEGATION_POST: tuple[str, ...] = (
+    r"(?:is|are|was|were) (?:not|no longer) (?:seen|identified|present|visualized|demonstrated|"
+    r"evident|appreciated|noted|detected|visible)",
+    r"not (?:seen|identified|present|visualized|demonstrated|evident|appreciated|detected)",
+    r"(?:has|have) (?:resolved|cleared|been removed)",
+    r"(?:is|are) (?:absent|negative|gone)",
+    r"resolved",
+    r"removed",
+)
+
+UNCERTAIN_PRE: tuple[str, ...] = (
+    r"possible",
+    r"possibly",
+    r"probable",
+    r"probably",
+    r"likely",
+    r"may (?:represent|be|reflect|indicate|relate to|have)",
+    r"might (?:represent|be|reflect|indicate)?",
+    r"could (?:represent|be|reflect|indicate)",
+    r"questionable",
+    r"question of",
+    r"suspicious for",
+    r"suspected",
+    r"suspect",
+    r"suggestive of",
+    r"suggest(?:s|ing)?",
+    r"concerning for",
+    r"concern for",
+    r"cannot exclude",
+    r"can not exclude",
+    r"can't exclude",
+    r"cannot rule out",
+    r"can not rule out",
+    r"cannot be (?:excluded|ruled out)",
+    r"not (?:entirely |completely )?excluded",
+    r"difficult to exclude",
+    r"differential (?:diagnosis )?(?:includes?|considerations? include)",
+    r"versus",
+    r"vs\.?",
+    r"presumably",
+    r"presumed",
+    r"equivocal",
+    r"borderline",
+    r"rule out",
+    r"r/o",
+    r"evaluate for",
+    r"assess for",
+    r"to exclude",
+    r"not definitely",
+    r"may",
+)
+
+UNCERTAIN_POST: tuple[str, ...] = (
+    r"(?:cannot|can not|can't) be (?:excluded|ruled out|entirely excluded)",
+    r"(?:is|are) not (?:entirely |completely )?(?:excluded|ruled out)",
+    r"(?:is|are) (?:possible|suspected|questioned|likely|not excluded|considered)",
+    r"not (?:entirely |completely )?excluded",
+    r"(?:is|are) (?:a )?(?:consideration|possibility)",
+    r"\?",
+    r"versus",
+    r"vs\.?",
+)
+
+PSEUDO: tuple[str, ...] = (
+    r"no (?:significant |interval |appreciable |substantial )?change",
+    r"no (?:significant |interval )?(?:increase|decrease|worsening|improvement)",
+    r"not (?:only|necessarily|significantly changed|changed)",
+    r"without (?:significant |interval )?change",
+    r"gram negative",
+    r"no acute",
+)
+
+TERMINATORS: tuple[str, ...] = (
+    r"but",
+    r"however",
+    r"although",
+    r"though",
+    r"except",
+    r"aside from",
+    r"apart from",
+    r"other than",
+    r"which",
+    r"whereas",
+    r"while",
+    r"yet",
+    r"there (?:is|are)",
+    r"with (?:a |an )?(?:small|mild|moderate|large|minimal|new|persistent)",
+    r";",
+    r":",
+)
+
+RULES_EN = LanguageRules(
+    lang="en",
+    mentions=MENTIONS,
+    normal=NORMAL,
+    exclude=EXCLUDE,
+    negation_pre=NEGATION_PRE,
+    negation_post=NEGATION_POST,
+    uncertain_pre=UNCERTAIN_PRE,
+    uncertain_post=UNCERTAIN_POST,
+    pseudo=PSEUDO,
+    terminators=TERMINATORS,
+)

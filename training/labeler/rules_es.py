@@ -1,0 +1,302 @@
+"""Spanish labeling rules for chest radiograph reports.
+
+The vocabulary of Spanish radiology reports (as in PadChest): "condensación" for consolidation,
+"pinzamiento del seno costofrénico", "no se descarta" for uncertainty, "sin" and "no se
+observa" for negation. Written on folded text: lower case, accents removed ("neumotorax"
+matches "neumotórax").
+"""
+
+from __future__ import annotations
+
+from training.labeler.rules import LanguageRules
+
+_W = r"(?:[\w-]+ )"
+
+MENTIONS: dict[str, tuple[str, ...]] = {
+    "enlarged_cardiomediastinum": (
+        r"ensanchamiento (?:del )?mediastin\w*",
+        r"ensanchamiento (?:de la silueta )?cardiomediastinic\w*",
+        rf"mediastino (?:superior )?{_W}{{0,2}}(?:ensanchado|aumentado|prominente)",
+        r"silueta cardiomediastinica (?:\w+ )?(?:aumentada|ensanchada|prominente)",
+        r"lipomatosis mediastinica",
+    ),
+    "cardiomegaly": (
+        r"cardiomegalia",
+        r"aumento (?:del? )?(?:la )?(?:tamano de la )?(?:silueta cardiaca|indice cardiotoracico|"
+        r"tamano cardiaco)",
+        rf"(?:silueta cardiaca|indice cardiotoracico|tamano cardiaco) {_W}{{0,2}}"
+        r"(?:aumentad[oa]|agrandad[oa]|aumentado)",
+        r"crecimiento de cavidades",
+    ),
+    "lung_opacity": (
+        r"opacidad(?:es)?",
+        r"aumento(?:s)? de densidad",
+        r"densidad(?:es)?",
+        r"patron alveolar",
+        r"ocupacion (?:del )?espacio aereo",
+        r"vidrio deslustrado",
+    ),
+    "lung_lesion": (
+        r"lesion(?:es)?",
+        r"cavitaci\w+",
+        r"cavidad(?:es)?",
+        r"imagen(?:es)? cavitada\w*",
+    ),
+    "edema": (
+        r"edema\w*",
+        r"congestion (?:vascular|pulmonar|venosa)\w*",
+        r"redistribucion vascular",
+        r"insuficiencia cardiaca",
+        r"lineas (?:b )?de kerley",
+    ),
+    "consolidation": (r"consolidaci\w+", r"condensaci\w+", r"consolidativ\w*"),
+    "pneumonia": (
+        r"neumonias?",
+        r"bronconeumonia",
+        r"neumonitis",
+        r"proceso infeccioso",
+        r"infecci\w+",
+        r"infeccios\w+",
+    ),
+    "atelectasis": (
+        r"atelectasi\w*",
+        r"colapso (?:pulmonar|lobar|segmentario)",
+        r"perdida de volumen",
+    ),
+    "pneumothorax": (r"neumotorax", r"hidroneumotorax"),
+    "pleural_effusion": (
+        r"derrames? pleural\w*",
+        r"derrames?",
+        r"liquido pleural",
+        r"pinzamiento (?:del? )?(?:los |ambos )?(?:senos? )?costofrenic\w*",
+        r"senos? costofrenicos? (?:\w+ )?(?:pinzados?|ocupados?)",
+    ),
+    "pleural_other": (
+        r"placas? pleural\w*",
+        r"calcificaci\w+ pleural\w*",
+        r"fibrotorax",
+    ),
+    "fracture": (r"fractur\w*", r"callos? de fractura"),
+    "support_devices": (
+        r"marcapasos",
+        r"sondas? (?:nasogastrica|endotraqueal|de alimentacion)\w*",
+        r"sondas?",
+        r"tubos? (?:endotraqueal|de drenaje|de torax|de traqueostomia)\w*",
+        r"tubos?",
+        r"cateter(?:es)?",
+        r"vias? centra\w+",
+        r"drenajes? (?:toracico|pleural)\w*",
+        r"cerclajes?",
+        r"esternotomia",
+        r"suturas? metalicas?",
+        r"protesis (?:valvular|valvulares)?",
+        r"valvulas? protesicas?",
+        r"clips? (?:quirurgicos?|vasculares)?",
+        r"dispositivos?",
+        r"reservorios?",
+        r"stents?",
+        r"material de osteosintesis",
+    ),
+    "infiltration": (r"infiltrad\w*",),
+    "mass": (r"masas?",),
+    "nodule": (r"nodul\w*", r"imagen(?:es)? nodular(?:es)?"),
+    "emphysema": (r"enfisema\w*", r"bullas?", r"bulloso\w*"),
+    "fibrosis": (r"fibrosis", r"cambios fibroticos"),
+    "pleural_thickening": (
+        r"engrosamientos? pleural\w*",
+        r"engrosamiento de la pleura",
+        r"paquipleuritis",
+    ),
+    "hernia": (r"hernias? (?:de hiato|hiatal)", r"hernias?"),
+    "hyperinflation": (
+        r"hiperinsufla\w*",
+        r"atrapamiento aereo",
+        r"hiperinflad\w*",
+        r"aplanamiento (?:de )?(?:los |ambos )?(?:hemi)?diafragma\w*",
+        r"(?:hemi)?diafragmas? aplanados?",
+    ),
+    "hypoinflation": (
+        r"hipoinsufla\w*",
+        r"(?:bajos|escasos) volumenes pulmonares",
+        r"volumenes pulmonares (?:\w+ )?(?:bajos|disminuidos|reducidos)",
+        r"escasa inspiracion",
+        r"pobre (?:esfuerzo )?inspiratorio",
+    ),
+    "granuloma": (r"granulom\w*",),
+    "calcification": (r"calcificaci\w+", r"calcificad\w*"),
+    "scoliosis": (r"escolio\w*", r"curvatura (?:\w+ )?de (?:la )?columna"),
+    "kyphosis": (r"cifosis", r"cifotic\w*", r"hipercifosis"),
+    "spondylosis": (
+        r"espondilo\w*",
+        r"cambios degenerativos",
+        r"osteofit\w*",
+        r"degenerativ\w+ (?:de la |del? )?(?:columna|raquis|dorsal|vertebra\w*)",
+    ),
+    "aortic_elongation": (
+        r"elongaci\w+ (?:de la )?aort\w*",
+        r"elongaci\w+ (?:del? )?(?:\w+ )?aort\w*",
+        r"aorta (?:\w+ )?(?:elongada|tortuosa|ectasica|desenrollada)",
+        r"ectasia aortica",
+        r"boton aortico (?:prominente|aumentado)",
+    ),
+    "aortic_atheromatosis": (
+        r"ateromatos\w*",
+        r"ateroma\w*",
+        r"ateroscleros\w*",
+        r"ateroesclero\w*",
+        r"calcificaci\w+ (?:del? )?(?:la )?(?:aort\w+|boton aortico|cayado aortico)",
+        r"aorta calcificada",
+    ),
+    "elevated_hemidiaphragm": (
+        r"elevaci\w+ (?:del? )?(?:\w+ )?(?:hemi)?diafragm\w*",
+        r"(?:hemi)?diafragma (?:\w+ )?(?:elevado|ascendido)",
+        r"eventraci\w+",
+    ),
+    "scarring": (
+        r"cicatri\w+",
+        r"tractos? fibros\w*",
+        r"bandas? fibrosas?",
+        r"tractos? cicatricial\w*",
+    ),
+    "bronchiectasis": (r"bronquiecta\w*",),
+    "interstitial_pattern": (
+        r"patron intersticial",
+        r"patron (?:reticular|reticulonodular|micronodular|miliar)",
+        r"aumento de (?:la )?trama (?:intersticial|broncovascular)",
+        r"trama (?:intersticial|broncovascular) (?:\w+ )?aumentada",
+        r"engrosamiento intersticial",
+    ),
+    "tuberculosis": (r"tubercul\w*", r"tbc", r"tb"),
+}
+
+NORMAL: dict[str, tuple[str, ...]] = {
+    "cardiomegaly": (
+        rf"(?:silueta cardiaca|tamano cardiaco|indice cardiotoracico|corazon) {_W}{{0,2}}"
+        r"(?:normal|dentro de (?:los )?limites normales|conservad[oa]|sin alteraciones)",
+        r"(?:silueta cardiaca|tamano cardiaco|indice cardiotoracico) de (?:tamano )?normal",
+    ),
+    "enlarged_cardiomediastinum": (
+        r"mediastino (?:de (?:tamano|morfologia) normal|sin alteraciones|normal|centrado)",
+        r"silueta cardiomediastinica (?:de tamano )?(?:normal|dentro de (?:los )?limites normales|"
+        r"sin alteraciones)",
+    ),
+    "pleural_effusion": (r"senos? costofrenicos? (?:estan )?libres",),
+    "hypoinflation": (r"(?:adecuada|buena|correcta) (?:insuflacion|inspiracion|expansion)",),
+}
+
+EXCLUDE: dict[str, tuple[str, ...]] = {
+    "pleural_effusion": (r"derrames? pericardic\w*", r"derrames? articular\w*"),
+    "emphysema": (r"enfisema subcutaneo",),
+    "fibrosis": (r"fibrosis quistica",),
+    "lung_lesion": (r"lesion(?:es)? (?:osea|oseas|litica|liticas|blastica|blasticas|cutanea\w*)",),
+    "calcification": (
+        r"(?:granulomas?|nodulos?) calcificados?",
+        r"calcificaci\w+ (?:del? )?(?:la )?(?:aort\w+|boton aortico|cayado aortico)",
+        r"aorta calcificada",
+        r"calcificaci\w+ pleural\w*",
+    ),
+    "lung_opacity": (r"densidad osea", r"densidad(?:es)? calcica\w*"),
+    "support_devices": (r"sin dispositivos", r"tubos? digestivo"),
+}
+
+NEGATION_PRE: tuple[str, ...] = (
+    r"no",
+    r"sin",
+    r"ni",
+    r"ausencia de",
+    r"libres? de",
+    r"negativ\w+ para",
+    r"se descarta",
+    r"descartad\w+",
+    r"desaparici\w+ (?:del? )?",
+    r"resoluci\w+ (?:del? )?",
+    r"retirada (?:del? )?",
+    r"no (?:se )?(?:observa|observan|aprecia|aprecian|identifica|identifican|visualiza|"
+    r"visualizan|evidencia|evidencian|objetiva|objetivan|ve|ven|hay|existe|existen|muestra)",
+    r"sin (?:evidencia|signos|imagenes|datos|hallazgos) de",
+)
+
+NEGATION_POST: tuple[str, ...] = (
+    r"no (?:se )?(?:observa|observan|aprecia|aprecian|identifica|identifican|visualiza|"
+    r"visualizan|evidencia|evidencian|objetiva|objetivan)",
+    r"no (?:es |son )?(?:visibles?|presentes?|identificables?)",
+    r"(?:ha|han) desaparecido",
+    r"resuelt[oa]s?",
+    r"ausentes?",
+)
+
+UNCERTAIN_PRE: tuple[str, ...] = (
+    r"no se (?:puede |pueden )?descarta\w*",
+    r"no (?:es posible|se puede|podemos) descartar",
+    r"sin (?:poder )?descartar",
+    r"no (?:se )?(?:puede|pueden) excluir",
+    r"a descartar",
+    r"descartar",
+    r"probable\w*",
+    r"posible\w*",
+    r"sugestiv\w+ de",
+    r"sugiere\w*",
+    r"sugerente\w* de",
+    r"sospecha\w* (?:de )?",
+    r"sospechos\w+ de",
+    r"dudos\w+",
+    r"podria\w*",
+    r"pudiera\w*",
+    r"puede (?:corresponder a|tratarse de|representar|deberse a)",
+    r"impresiona de",
+    r"parece\w*",
+    r"valorar",
+    r"a valorar",
+    r"versus",
+    r"vs\.?",
+    r"indeterminad\w+",
+    r"en probable relacion con",
+    r"no (?:claramente|claro)",
+)
+
+UNCERTAIN_POST: tuple[str, ...] = (
+    r"no (?:se )?(?:puede |pueden )?descarta\w*",
+    r"a descartar",
+    r"\?",
+    r"(?:es |son )?probable\w*",
+    r"a valorar",
+    r"dudos\w+",
+    r"versus",
+    r"vs\.?",
+)
+
+PSEUDO: tuple[str, ...] = (
+    r"sin cambios(?: significativos)?",
+    r"no (?:ha |han )?cambiad\w*",
+    r"sin variaci\w+",
+    r"sin modificaci\w+",
+    r"no (?:hay |se observan )?cambios(?: significativos)?",
+    r"sin otros hallazgos",
+    r"no (?:presenta )?variaci\w+",
+)
+
+TERMINATORS: tuple[str, ...] = (
+    r"pero",
+    r"aunque",
+    r"sin embargo",
+    r"salvo",
+    r"excepto",
+    r"si bien",
+    r"mientras que",
+    r",\s*(?:con|y|se observa|se observan|se aprecia|se aprecian|existe|existen|hay)",
+    r";",
+    r":",
+)
+
+RULES_ES = LanguageRules(
+    lang="es",
+    mentions=MENTIONS,
+    normal=NORMAL,
+    exclude=EXCLUDE,
+    negation_pre=NEGATION_PRE,
+    negation_post=NEGATION_POST,
+    uncertain_pre=UNCERTAIN_PRE,
+    uncertain_post=UNCERTAIN_POST,
+    pseudo=PSEUDO,
+    terminators=TERMINATORS,
+)

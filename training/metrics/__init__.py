@@ -1,0 +1,1 @@
+"""Metrics: text similarity (BLEU, METEOR, ROUGE-L, CIDEr) and clinical correctness."""
