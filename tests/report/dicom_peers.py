@@ -15,6 +15,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,7 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read().decode("utf-8", "replace") if proc.stdout else ""
-            raise RuntimeError(f"peer exited with {proc.returncode} before listening:\n{out}")
+            raise RuntimeError(f"peer exited with {proc.returncode} before listening")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(0.5)
             if sock.connect_ex((HOST, port)) == 0:
@@ -98,35 +98,97 @@ class Peer:
         return self.log_path.read_text("utf-8", "replace") if self.log_path else ""
 
 
-def start_storescp(
-    directory: Path, *, ae_title: str = "STORESCP", extra_args: tuple[str, ...] = ()
-) -> Peer:
-    """DCMTK ``storescp`` accepting every storage SOP class, writing files to ``directory``.
+def storescp_config(directory: Path, sop_class_uids: Sequence[str]) -> Path:
+    """A DCMTK association profile ``Only`` accepting just ``sop_class_uids`` (uncompressed)."""
+    lines = [
+        "[[TransferSyntaxes]]",
+        "[Uncompressed]",
+        "TransferSyntax1 = LocalEndianExplicit",
+        "TransferSyntax2 = LittleEndianImplicit",
+        "[[PresentationContexts]]",
+        "[Only]",
+        "PresentationContext1 = VerificationSOPClass\\Uncompressed",
+    ]
+    for i, uid in enumerate(sop_class_uids, start=2):
+        lines.append(f"PresentationContext{i} = {uid}\\Uncompressed")
+    lines += ["[[Profiles]]", "[Only]", "PresentationContexts = Only"]
+    path = directory / "storescp.cfg"
+    path.write_text("\n".join(lines) + "\n", "ascii")
+    return path
 
-    ``extra_args`` go to storescp as given, e.g. ``("--sop-class-file", ...)``.
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """(key, certificate) PEM files for 127.0.0.1, made with the openssl command."""
+    tool = shutil.which("openssl")
+    if tool is None:
+        pytest.skip("openssl not installed")
+    key, cert = directory / "peer.key", directory / "peer.pem"
+    subprocess.run(
+        [
+            tool,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return key, cert
+
+
+def start_storescp(
+    directory: Path,
+    *,
+    ae_title: str = "STORESCP",
+    accepted_sop_classes: Sequence[str] | None = None,
+    tls: tuple[Path, Path] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Peer:
+    """DCMTK ``storescp`` writing what it receives to ``directory / "received"``.
+
+    By default it accepts every storage SOP class in any transfer syntax; with
+    ``accepted_sop_classes`` only those (uncompressed). ``tls`` is (key, certificate)
+    to listen with mutual TLS (clients must present that certificate). Runs verbose,
+    so :meth:`Peer.log` shows each association.
     """
     tool = require_tool("storescp")
     out_dir = directory / "received"
     out_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    args = [tool, "--verbose", "--aetitle", ae_title, "--output-directory", str(out_dir)]
+    if accepted_sop_classes is None:
+        args.append("--accept-all")
+    else:
+        args += ["--config-file", str(storescp_config(directory, accepted_sop_classes)), "Only"]
+    if tls is not None:
+        key, cert = tls
+        # Mutual TLS: clients must present a certificate this same self-signed one trusts.
+        args += ["--enable-tls", str(key), str(cert), "--null-passwd", "--profile-bcp195"]
+        args += ["--add-cert-file", str(cert), "--require-peer-cert"]
+    args += [*extra_args, str(port)]
     log_path = directory / "storescp.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [
-            tool,
-            "--aetitle",
-            ae_title,
-            "--output-directory",
-            str(out_dir),
-            "--accept-all",
-            *extra_args,
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    wait_for_port(port, proc)
-    return Peer(ae_title, HOST, port, out_dir, proc, log_path=log_path)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    peer = Peer(ae_title, HOST, port, out_dir, proc, log_path=log_path)
+    try:
+        wait_for_port(port, proc)
+    except RuntimeError as exc:
+        peer.stop()
+        raise RuntimeError(f"{exc}\n{peer.log()}") from exc
+    return peer
 
 
 def start_orthanc(directory: Path, *, ae_title: str = "ORTHANC", **config: Any) -> Peer:
@@ -158,8 +220,8 @@ def start_orthanc(directory: Path, *, ae_title: str = "ORTHANC", **config: Any) 
     config_path = directory / "orthanc.json"
     config_path.write_text(json.dumps(settings), "utf-8")
     log_path = directory / "orthanc.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen([tool, str(config_path)], stdout=log, stderr=subprocess.STDOUT)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([tool, str(config_path)], stdout=log, stderr=subprocess.STDOUT)
     peer = Peer(
         ae_title,
         HOST,
@@ -183,3 +245,43 @@ def orthanc_get(peer: Peer, path: str) -> Any:
     assert peer.rest_url is not None
     with urllib.request.urlopen(peer.rest_url + path, timeout=10) as response:
         return json.loads(response.read().decode("utf-8"))
+
+
+@dataclass
+class StatusSCP:
+    """An in-process pynetdicom Storage SCP that answers every C-STORE with one status.
+
+    For the statuses no stock server can be told to send (warnings, failures with
+    an Error Comment); it is a real network peer on loopback all the same.
+    """
+
+    ae_title: str
+    host: str
+    port: int
+    server: Any
+    received: list[str]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def start_status_scp(status: int, error_comment: str | None = None) -> StatusSCP:
+    """Start a :class:`StatusSCP` answering ``status`` (and ``error_comment``)."""
+    from pydicom import Dataset
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    received: list[str] = []
+
+    def on_store(event: Any) -> Dataset:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        reply = Dataset()
+        reply.Status = status
+        if error_comment is not None:
+            reply.ErrorComment = error_comment
+        return reply
+
+    ae = AE(ae_title="STATUSSCP")
+    ae.supported_contexts = AllStoragePresentationContexts
+    port = free_port()
+    server = ae.start_server((HOST, port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    return StatusSCP("STATUSSCP", HOST, port, server, received)
