@@ -1,4 +1,4 @@
-"""Text similarity metrics as report-generation papers compute them: BLEU-1..4, METEOR, ROUGE-L, CIDEr.
+"""Text similarity as report-generation papers compute it: BLEU-1..4, METEOR, ROUGE-L, CIDEr.
 
 The scorers are the reference implementations of the COCO caption evaluation
 (``pycocoevalcap``): BLEU (Papineni et al. 2002; corpus level, closest reference length),
@@ -38,7 +38,9 @@ from training.exceptions import MetricError
 logger = logging.getLogger(__name__)
 
 TOKENIZERS: tuple[str, ...] = ("r2gen", "ptb", "none")
-METRIC_NAMES: tuple[str, ...] = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+METRIC_NAMES: tuple[str, ...] = (
+    "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"
+)
 
 # R2Gen's sentence cleaner, character class kept verbatim (":-\[" is a range in it).
 _R2GEN_STRIP = re.compile(r"[.,?;*!%^&_+():-\[\]{}]")

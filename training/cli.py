@@ -1,0 +1,159 @@
+"""The ``training`` command: evaluate predictions, label reports, list datasets.
+
+Each subcommand is one ``_add_<name>(subparsers)`` function that declares its arguments and
+sets ``func``; :data:`SUBCOMMANDS` lists them. Adding a subcommand (``export``) is one more
+such function appended there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from training.exceptions import TrainingError
+
+logger = logging.getLogger(__name__)
+
+SubparsersAction = Any  # argparse._SubParsersAction is private; keep the signature readable
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.data import create_dataset
+    from training.evaluate import evaluate_predictions, read_predictions, write_results
+
+    predictions = read_predictions(args.predictions)
+    kwargs: dict[str, Any] = {}
+    if args.dataset == "iu_xray" and args.layout:
+        kwargs["layout"] = args.layout
+    dataset = create_dataset(args.dataset, args.root, split=args.split, **kwargs)
+    result = evaluate_predictions(
+        predictions,
+        list(dataset),
+        lang=args.lang,
+        sections=tuple(s.strip() for s in args.sections.split(",") if s.strip()),
+        tokenizer=args.tokenizer,
+        meteor=not args.no_meteor,
+        uncertain_as=args.uncertain_as,
+        reference_labels=args.reference_labels,
+        allow_missing=args.allow_missing,
+        dataset=args.dataset,
+        split=args.split,
+        predictions_path=args.predictions,
+    )
+    json_path, md_path = write_results(result, args.out)
+    nlg = result.nlg
+    print(
+        f"{result.n_studies} studies: BLEU-4 {nlg['BLEU-4']:.4f}, ROUGE-L {nlg['ROUGE-L']:.4f}, "
+        f"CIDEr {nlg['CIDEr']:.4f}, clinical micro F1 {result.clinical.micro.f1:.4f}"
+    )
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def _add_evaluate(sub: SubparsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score generated reports against a dataset split",
+        description="Score generated reports (a predictions JSONL file) against a dataset "
+        "split: BLEU-1..4, METEOR, ROUGE-L, CIDEr and findings precision/recall/F1. Writes "
+        "metrics.json and metrics.md.",
+    )
+    p.add_argument("--predictions", type=Path, required=True,
+                   help='JSON Lines: {"study_id": ..., "report": ...} per line')
+    p.add_argument("--dataset", required=True, help="dataset name (see `training datasets`)")
+    p.add_argument("--root", type=Path, required=True, help="the dataset's folder")
+    p.add_argument("--split", default="test", help="train, val or test (default: test)")
+    p.add_argument("--lang", choices=("en", "es"), default="en")
+    p.add_argument("--out", type=Path, required=True, help="folder for metrics.json/metrics.md")
+    p.add_argument("--sections", default="findings,impression",
+                   help="reference sections, comma separated (R2Gen IU X-Ray: findings)")
+    p.add_argument("--tokenizer", choices=("r2gen", "ptb", "none"), default="r2gen")
+    p.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
+    p.add_argument("--uncertain-as", choices=("negative", "positive"), default="negative")
+    p.add_argument("--reference-labels", choices=("labeler", "dataset"), default="labeler")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="score only the studies that have a prediction")
+    p.add_argument("--layout", choices=("auto", "openi", "r2gen"), default=None,
+                   help="IU X-Ray layout (default: auto)")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
+    from training.labeler import get_labeler
+
+    labeler = get_labeler(args.lang)
+    texts = [args.text] if args.text is not None else [sys.stdin.read()]
+    for text in texts:
+        print(json.dumps(labeler.label(text), ensure_ascii=False))
+    return 0
+
+
+def _add_label(sub: SubparsersAction) -> None:
+    p = sub.add_parser("label", help="label one report's findings (text or stdin)")
+    p.add_argument("--lang", choices=("en", "es"), default="en")
+    p.add_argument("--text", default=None, help="the report; read from stdin when omitted")
+    p.set_defaults(func=_cmd_label)
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from training.data import create_dataset, list_datasets
+
+    if args.root is None:
+        for name in list_datasets():
+            print(name)
+        return 0
+    if args.name is None:
+        raise SystemExit("--root needs --name")
+    dataset = create_dataset(args.name, args.root, split=args.split)
+    counts: dict[str, int] = {}
+    for record in dataset:
+        counts[record.split] = counts.get(record.split, 0) + 1
+    print(json.dumps({"dataset": args.name, "studies": len(dataset), "splits": counts}))
+    return 0
+
+
+def _add_datasets(sub: SubparsersAction) -> None:
+    p = sub.add_parser("datasets", help="list dataset adapters, or count one dataset's studies")
+    p.add_argument("--name", default=None)
+    p.add_argument("--root", type=Path, default=None)
+    p.add_argument("--split", default=None)
+    p.set_defaults(func=_cmd_datasets)
+
+
+#: Every subcommand's parser builder, in help order.
+SUBCOMMANDS: list[Callable[[SubparsersAction], None]] = [_add_evaluate, _add_label, _add_datasets]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="training", description="Datasets, labeler, evaluation and export of the engine."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``training`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Evaluate generated reports against a dataset split: text similarity and clinical correctness.
+
+``evaluate_predictions`` scores reports already generated (one per study id) against the
+references of a dataset split; ``write_results`` writes ``metrics.json`` and ``metrics.md``.
+
+Predictions file (JSON Lines, one study a line)::
+
+    {"study_id": "CXR3030_IM-1405", "report": "No acute cardiopulmonary abnormality."}
+
+(``prediction``, ``generated`` or ``text`` are accepted for ``report``; a JSON object mapping
+study id to report text is accepted too.)
+
+Reference findings are, by default, the labeler's reading of the reference text, so both sides
+are read by the same labeler (as papers do with the CheXpert labeler);
+``reference_labels="dataset"`` uses the dataset's own labels instead (IU X-Ray MeSH, PadChest).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.data.records import SECTIONS, StudyRecord
+from training.exceptions import PredictionsError
+from training.findings import FINDINGS_BY_KEY, Presence
+from training.labeler import get_labeler
+from training.metrics.clinical import ClinicalScores, clinical_scores
+from training.metrics.nlg import METRIC_NAMES, nlg_scores
+
+logger = logging.getLogger(__name__)
+
+TEXT_FIELDS: tuple[str, ...] = ("report", "prediction", "generated", "text")
+REFERENCE_LABELS: tuple[str, ...] = ("labeler", "dataset")
+_FIX_PRED = (
+    'Write one JSON object per line: {"study_id": "...", "report": "..."}, with the study ids '
+    "of the dataset (see `training datasets`)"
+)
+
+
+def read_predictions(path: str | Path) -> dict[str, str]:
+    """Study id -> generated report, from a JSON Lines file (or one JSON object)."""
+    path = Path(path)
+    if not path.exists():
+        raise PredictionsError(path, "not found", _FIX_PRED)
+    text = path.read_text(encoding="utf-8")
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None  # JSON Lines, read below
+    if isinstance(whole, dict) and "study_id" not in whole:
+        return {str(k): str(v) for k, v in whole.items()}
+    out: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PredictionsError(path, f"line {number} is not JSON ({exc})", _FIX_PRED) from exc
+        if not isinstance(item, dict) or "study_id" not in item:
+            raise PredictionsError(path, f"line {number} has no 'study_id'", _FIX_PRED)
+        field_name = next((f for f in TEXT_FIELDS if f in item), None)
+        if field_name is None:
+            raise PredictionsError(
+                path, f"line {number} has none of the text fields {TEXT_FIELDS}", _FIX_PRED
+            )
+        study_id = str(item["study_id"])
+        if study_id in out:
+            raise PredictionsError(path, f"study {study_id} appears twice", _FIX_PRED)
+        out[study_id] = str(item[field_name] or "")
+    if not out:
+        raise PredictionsError(path, "holds no prediction", _FIX_PRED)
+    return out
+
+
+@dataclass
+class EvaluationResult:
+    """All metrics of one evaluation, and how they were computed."""
+
+    dataset: str
+    split: str | None
+    lang: str
+    n_studies: int
+    nlg: dict[str, Any]
+    clinical: ClinicalScores
+    settings: dict[str, Any] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "lang": self.lang,
+            "n_studies": self.n_studies,
+            "nlg": self.nlg,
+            "clinical": self.clinical.as_dict(),
+            "settings": self.settings,
+            "missing_predictions": len(self.missing),
+            "unknown_predictions": len(self.unknown),
+        }
+
+
+def evaluate_predictions(
+    predictions: Mapping[str, str],
+    records: Sequence[StudyRecord],
+    *,
+    lang: str = "en",
+    sections: Sequence[str] = SECTIONS,
+    tokenizer: str = "r2gen",
+    meteor: bool = True,
+    uncertain_as: str = "negative",
+    reference_labels: str = "labeler",
+    allow_missing: bool = False,
+    dataset: str = "",
+    split: str | None = None,
+    predictions_path: str | Path = "<predictions>",
+) -> EvaluationResult:
+    """Score ``predictions`` against the ``lang`` reports of ``records``.
+
+    Studies without reference text in ``lang`` are skipped. Every remaining study needs a
+    prediction unless ``allow_missing``; predictions for studies not in ``records`` are ignored
+    and counted.
+    """
+    if reference_labels not in REFERENCE_LABELS:
+        raise ValueError(f"reference_labels must be one of {REFERENCE_LABELS}")
+    usable = [r for r in records if r.report(lang, tuple(sections))]
+    if not usable:
+        raise PredictionsError(
+            predictions_path,
+            f"the dataset split has no report text in {lang!r} (sections {list(sections)})",
+            "Choose a dataset and language that have reports, e.g. iu_xray with --lang en, "
+            "padchest or padchest_gr with --lang es",
+        )
+    ids = {r.study_id for r in usable}
+    missing = sorted(ids - predictions.keys())
+    unknown = sorted(predictions.keys() - ids)
+    if missing and not allow_missing:
+        raise PredictionsError(
+            predictions_path,
+            f"{len(missing)} of {len(usable)} studies have no prediction (first: {missing[:3]})",
+            "Predict every study of the split, or pass --allow-missing to score the others",
+        )
+    if unknown:
+        logger.warning("%d predictions name studies not in the split (ignored)", len(unknown))
+    scored = [r for r in usable if r.study_id in predictions]
+    if not scored:
+        raise PredictionsError(predictions_path, "no prediction matches a study", _FIX_PRED)
+    refs = [r.report(lang, tuple(sections)) for r in scored]
+    hyps = [predictions[r.study_id] for r in scored]
+    nlg = nlg_scores(refs, hyps, lang=lang, tokenizer=tokenizer, meteor=meteor)
+    labeler = get_labeler(lang)
+    ref_labels: list[Mapping[str, Presence]]
+    if reference_labels == "dataset":
+        ref_labels = [r.findings for r in scored]
+    else:
+        ref_labels = [labeler.label(t, sections=False) for t in refs]
+    hyp_labels = [labeler.label(t) for t in hyps]
+    clinical = clinical_scores(ref_labels, hyp_labels, uncertain_as=uncertain_as)
+    return EvaluationResult(
+        dataset=dataset or (scored[0].dataset if scored else ""),
+        split=split,
+        lang=lang,
+        n_studies=len(scored),
+        nlg=nlg,
+        clinical=clinical,
+        settings={
+            "sections": list(sections),
+            "tokenizer": tokenizer,
+            "uncertain_as": uncertain_as,
+            "reference_labels": reference_labels,
+            "labeler": f"training.labeler ({lang})",
+        },
+        missing=missing,
+        unknown=unknown,
+    )
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def to_markdown(result: EvaluationResult) -> str:
+    """The metrics as Markdown tables."""
+    name_field = "name_es" if result.lang == "es" else "name_en"
+    lines = [
+        f"# Evaluation: {result.dataset} / {result.split or 'all'} / {result.lang}",
+        "",
+        f"Studies scored: {result.n_studies}. Missing predictions: {len(result.missing)}. "
+        f"Predictions for unknown studies: {len(result.unknown)}.",
+        f"Settings: {', '.join(f'{k}={v}' for k, v in result.settings.items())}.",
+        "",
+        "## Text similarity",
+        "",
+        "| " + " | ".join(METRIC_NAMES) + " |",
+        "|" + "---:|" * len(METRIC_NAMES),
+        "| " + " | ".join(_fmt(result.nlg.get(m)) for m in METRIC_NAMES) + " |",
+        "",
+        "## Clinical correctness (findings)",
+        "",
+        "| average | precision | recall | F1 |",
+        "|---|---:|---:|---:|",
+    ]
+    c = result.clinical
+    lines.append(
+        f"| micro | {c.micro.precision:.4f} | {c.micro.recall:.4f} | {c.micro.f1:.4f} |"
+    )
+    lines.append(
+        f"| macro ({len(c.per_finding)} findings) | {c.macro_precision:.4f} | "
+        f"{c.macro_recall:.4f} | {c.macro_f1:.4f} |"
+    )
+    lines += [
+        "",
+        "| finding | precision | recall | F1 | support | predicted |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, s in sorted(c.per_finding.items(), key=lambda kv: -kv[1].support):
+        name = getattr(FINDINGS_BY_KEY[key], name_field)
+        lines.append(
+            f"| {name} (`{key}`) | {s.precision:.4f} | {s.recall:.4f} | {s.f1:.4f} | "
+            f"{s.support} | {s.tp + s.fp} |"
+        )
+    if "meteor_error" in result.nlg:
+        lines += ["", f"METEOR not computed: {result.nlg['meteor_error']}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(result: EvaluationResult, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``metrics.json`` and ``metrics.md`` into ``out_dir`` (created if needed)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "metrics.json"
+    md_path = out / "metrics.md"
+    json_path.write_text(json.dumps(result.as_dict(), indent=2, ensure_ascii=False), "utf-8")
+    md_path.write_text(to_markdown(result), encoding="utf-8")
+    return json_path, md_path
