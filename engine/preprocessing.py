@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -128,7 +128,7 @@ class PreparedImage:
 # Decoding and display transforms
 
 
-def _as_grey(array: NDArray[np.generic], ds: Dataset | None) -> NDArray[np.float64]:
+def _as_grey(array: NDArray[Any], ds: Dataset | None) -> NDArray[Any]:
     if array.ndim == 4 or (array.ndim == 3 and int(getattr(ds, "SamplesPerPixel", 1) or 1) == 1):
         # Multi-frame: the first frame is the image (chest radiographs are single frame).
         array = array[0]
@@ -136,7 +136,8 @@ def _as_grey(array: NDArray[np.generic], ds: Dataset | None) -> NDArray[np.float
         # Colour secondary captures: ITU-R 601 luma (pydicom has converted YBR to RGB already).
         rgb = array[..., :3].astype(np.float64)
         return rgb @ np.array([0.299, 0.587, 0.114])
-    return array.astype(np.float64)
+    # Stored integers stay integers: a VOI LUT Sequence indexes by value.
+    return array
 
 
 def _needs_inversion(ds: Dataset) -> bool:
@@ -182,10 +183,13 @@ def dicom_to_display(ds: Dataset) -> NDArray[np.float32]:
     grey = _as_grey(raw, ds)
     if int(getattr(ds, "SamplesPerPixel", 1) or 1) == 1:
         try:
-            values = np.asarray(apply_modality_lut(grey, ds), dtype=np.float64)
+            values = np.asarray(apply_modality_lut(grey, ds))
             has_voi = "VOILUTSequence" in ds or "WindowCenter" in ds
+            if "VOILUTSequence" in ds and values.dtype.kind == "f":
+                values = np.rint(values).astype(np.int64)  # a LUT is indexed by integers
             if has_voi:
                 values = np.asarray(apply_voi_lut(values, ds, index=0), dtype=np.float64)
+            values = values.astype(np.float64)
         except Exception as exc:
             raise PixelDecodeError(
                 f"image {uid}: invalid Modality/VOI LUT attributes ({exc})",

@@ -125,8 +125,19 @@ def _add_datasets(sub: SubparsersAction) -> None:
     p.set_defaults(func=_cmd_datasets)
 
 
+def _add_export(sub: SubparsersAction) -> None:
+    from training.export import add_export_parser  # torch loads only when an export runs
+
+    add_export_parser(sub)
+
+
 #: Every subcommand's parser builder, in help order.
-SUBCOMMANDS: list[Callable[[SubparsersAction], None]] = [_add_evaluate, _add_label, _add_datasets]
+SUBCOMMANDS: list[Callable[[SubparsersAction], None]] = [
+    _add_evaluate,
+    _add_label,
+    _add_datasets,
+    _add_export,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,11 +13,9 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
-from tokenizers import Tokenizer
 
 from engine.artifact import (
     DECODER_GRAPH,
@@ -41,8 +39,13 @@ from engine.artifact import (
     write_manifest,
 )
 from training.exceptions import TrainingError
-from training.models.cxr_report import CXRReportModel, DecoderStepGraph, EncoderGraph
-from training.models.tokenizer import BOS, EOS, PAD, SECTION_TOKENS, UNK, token_id
+
+if TYPE_CHECKING:
+    # torch loads only when an export runs, so the ``training`` CLI stays quick to start.
+    import torch
+    from tokenizers import Tokenizer
+
+    from training.models.cxr_report import CXRReportModel
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +102,8 @@ def _export_graph(
     torch_path: Path,
     onnx_path: Path,
 ) -> None:
+    import torch
+
     program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
     torch.export.save(program, torch_path)
     onnx_program = torch.onnx.export(
@@ -157,6 +162,11 @@ def export_artifact(
     seed: int = 0,
 ) -> EngineArtifact:
     """Write ``model`` and ``tokenizer`` as an engine artifact directory ``out_dir``."""
+    import torch
+
+    from training.models.cxr_report import DecoderStepGraph, EncoderGraph
+    from training.models.tokenizer import BOS, EOS, PAD, SECTION_TOKENS, UNK, token_id
+
     config = model.config
     if len(findings) != config.num_findings:
         raise TrainingError(
@@ -331,9 +341,7 @@ def export_artifact(
     return artifact
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Arguments of ``training export`` (also usable as a subparser)."""
-    parser = parser or argparse.ArgumentParser(prog="training export", description=__doc__)
+def _declare(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", type=Path, help="training checkpoint (torch.save dict)")
     parser.add_argument("out", type=Path, help="new artifact directory")
     parser.add_argument("--name", required=True)
@@ -342,13 +350,28 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--purpose", default="production", choices=("production", "evaluation", "test")
     )
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
+    parser.set_defaults(func=run)
     return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``python -m training.export``."""
+    return _declare(argparse.ArgumentParser(prog="training export", description=__doc__))
+
+
+def add_export_parser(sub: Any) -> None:
+    """Declare the ``export`` subcommand on the ``training`` CLI's subparsers."""
+    _declare(sub.add_parser("export", help="export a checkpoint to an engine artifact"))
 
 
 def run(args: argparse.Namespace) -> int:
     """Export a checkpoint holding ``model_name``, ``model_config``, ``state_dict``,
     ``tokenizer`` (JSON text), ``finding_keys`` and optional ``thresholds``/``training``."""
+    import torch
+    from tokenizers import Tokenizer
+
     from training.findings import get_finding
+    from training.models.cxr_report import CXRReportModel
     from training.models.registry import create_model
 
     checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
@@ -394,4 +417,4 @@ if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
 
 
-__all__ = ["build_parser", "export_artifact", "finding_specs", "main", "run"]
+__all__ = ["add_export_parser", "build_parser", "export_artifact", "finding_specs", "main", "run"]

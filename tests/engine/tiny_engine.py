@@ -62,3 +62,14 @@ def build_tiny_artifact(out_dir: Path, seed: int = 0, num_views: int = 1) -> Eng
         purpose="test",
         description="Random-weight test engine; never use for patients.",
     )
+
+
+_BUILT: dict[tuple[int, int], EngineArtifact] = {}
+
+
+def session_tiny_artifact(base: Path, seed: int = 0, num_views: int = 1) -> EngineArtifact:
+    """Build once per test session (per seed and view count) under ``base``; reuse after."""
+    key = (seed, num_views)
+    if key not in _BUILT:
+        _BUILT[key] = build_tiny_artifact(base / f"tiny-s{seed}-v{num_views}", seed, num_views)
+    return _BUILT[key]

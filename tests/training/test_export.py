@@ -1,0 +1,150 @@
+"""Export to the engine artifact: graphs checked, agreement recorded, refusals, CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import onnx
+import pytest
+import torch
+
+from engine.artifact import MANIFEST_NAME, load_artifact
+from training.exceptions import TrainingError
+from training.export import export_artifact
+from training.findings import FINDINGS
+from training.models.tokenizer import train_report_tokenizer
+
+
+def _tiny_engine_module() -> ModuleType:
+    """The tiny-engine builder shared with tests/engine (one export per session)."""
+    if "tiny_engine" in sys.modules:
+        return sys.modules["tiny_engine"]
+    path = Path(__file__).resolve().parents[1] / "engine" / "tiny_engine.py"
+    spec = importlib.util.spec_from_file_location("tiny_engine", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tiny_engine"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> object:
+    return _tiny_engine_module().session_tiny_artifact(tmp_path_factory.mktemp("export"))
+
+
+def test_graphs_are_valid_onnx_with_kv_cache_io(tiny: object) -> None:
+    root = tiny.root  # type: ignore[attr-defined]
+    encoder = onnx.load(str(root / "encoder.onnx"))
+    decoder = onnx.load(str(root / "decoder_step.onnx"))
+    onnx.checker.check_model(encoder, full_check=True)
+    onnx.checker.check_model(decoder, full_check=True)
+    assert [i.name for i in decoder.graph.input] == ["tokens", "memory", "past_keys", "past_values"]
+    assert [o.name for o in decoder.graph.output] == ["logits", "present_keys", "present_values"]
+    # Batch and cache length are symbolic so one graph serves every step and batch size.
+    past = decoder.graph.input[2].type.tensor_type.shape.dim
+    assert past[0].dim_param and past[3].dim_param
+
+
+def test_manifest_records_agreement_and_training_summary(tiny: object) -> None:
+    manifest = json.loads((tiny.root / MANIFEST_NAME).read_text(encoding="utf-8"))  # type: ignore[attr-defined]
+    diffs = manifest["export"]["max_abs_diff"]
+    assert set(diffs) == {
+        "encoder.memory",
+        "encoder.probs",
+        "encoder.boxes",
+        "decoder_step.logits",
+        "decoder_step.present_keys",
+        "decoder_step.present_values",
+    }
+    assert max(diffs.values()) <= manifest["export"]["tolerance"] == 1e-4
+    assert manifest["export"]["torch_version"] == torch.__version__
+    assert manifest["purpose"] == "test"
+    assert manifest["input"] == {
+        "height": 64,
+        "width": 64,
+        "views": ["frontal"],
+        "resize": "letterbox",
+        "pad_value": 0.0,
+        "mean": 0.5,
+        "std": 0.25,
+        "missing_lateral": "repeat_frontal",
+    }
+
+
+def test_refuses_mismatched_finding_set(tmp_path: Path) -> None:
+    module = _tiny_engine_module()
+    model = module.build_tiny_model()
+    tokenizer = train_report_tokenizer(module.tiny_corpus(), vocab_size=256)
+    with pytest.raises(TrainingError, match="findings"):
+        export_artifact(
+            model, tokenizer, tmp_path / "a", name="x", version="1", findings=FINDINGS[:-1]
+        )
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "stale.onnx").write_bytes(b"old")
+    with pytest.raises(TrainingError, match="not empty"):
+        export_artifact(model, tokenizer, tmp_path / "b", name="x", version="1", findings=FINDINGS)
+
+
+def test_refuses_unfaithful_graph(tmp_path: Path) -> None:
+    """An impossible tolerance shows the agreement check really runs and blocks the export."""
+    module = _tiny_engine_module()
+    tokenizer = train_report_tokenizer(module.tiny_corpus(), vocab_size=256)
+    with pytest.raises(TrainingError, match="differs from PyTorch"):
+        export_artifact(
+            module.build_tiny_model(),
+            tokenizer,
+            tmp_path / "c",
+            name="x",
+            version="1",
+            findings=FINDINGS,
+            tolerance=0.0,
+        )
+
+
+@pytest.mark.slow
+def test_cli_exports_a_checkpoint(tmp_path: Path) -> None:
+    from training.cli import main
+
+    module = _tiny_engine_module()
+    model = module.build_tiny_model(seed=3)
+    tokenizer = train_report_tokenizer(module.tiny_corpus(), vocab_size=256)
+    checkpoint = tmp_path / "model.pt"
+    torch.save(
+        {
+            "model_name": "cxr_tiny",
+            "model_config": {k: v for k, v in model.config.to_dict().items()},
+            "state_dict": model.state_dict(),
+            "tokenizer": tokenizer.to_str(),
+            "finding_keys": [f.key for f in FINDINGS],
+            "thresholds": {"cardiomegaly": [0.7, 0.3]},
+            "training": json.dumps({"data": "none", "notes": "cli test"}),
+        },
+        checkpoint,
+    )
+    out = tmp_path / "engine"
+    assert (
+        main(
+            [
+                "export",
+                str(checkpoint),
+                str(out),
+                "--name",
+                "cli",
+                "--version",
+                "9",
+                "--purpose",
+                "test",
+            ]
+        )
+        == 0
+    )
+    artifact = load_artifact(out)
+    assert artifact.identity.name == "cli"
+    cardio = next(f for f in artifact.manifest.findings if f.key == "cardiomegaly")
+    assert (cardio.threshold_present, cardio.threshold_absent) == (0.7, 0.3)
+    assert artifact.manifest.training.notes == "cli test"
