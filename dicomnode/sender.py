@@ -271,6 +271,13 @@ class StoreSCU:
         if not isinstance(destination, Destination):
             raise TypeError("destination must be a Destination")
         datasets = [_load(o) for o in objects]
+        for index, ds in enumerate(datasets):
+            missing = [k for k in ("SOPClassUID", "SOPInstanceUID") if k not in ds]
+            if missing:
+                raise ValueError(
+                    f"objects[{index}] lacks {', '.join(missing)}: it is not a storable "
+                    "DICOM object; build it with dicomnode.report.build_report_objects"
+                )
         if not datasets:
             return []
         where = str(destination)

@@ -102,7 +102,8 @@ def finding_label_es(finding: FindingResult) -> str:
         parts.append(codes.LATERALITY_TEXT_ES[finding.laterality])
     label = " ".join(parts)
     presence = codes.PRESENCE_TEXT_ES[finding.presence]
-    return f"{label}: {presence} (p={finding.probability:.2f})".replace(".", ",")
+    probability = f"{finding.probability:.2f}".replace(".", ",")  # Spanish decimal comma
+    return f"{label}: {presence} (p={probability})"
 
 
 def measurement_group(

@@ -265,8 +265,10 @@ class StatusSCP:
         self.server.shutdown()
 
 
-def start_status_scp(status: int, error_comment: str | None = None) -> StatusSCP:
-    """Start a :class:`StatusSCP` answering ``status`` (and ``error_comment``)."""
+def start_status_scp(
+    status: int, error_comment: str | None = None, *, delay: float = 0.0
+) -> StatusSCP:
+    """Start a :class:`StatusSCP` answering ``status`` (and ``error_comment``) after ``delay`` s."""
     from pydicom import Dataset
     from pynetdicom import AE, AllStoragePresentationContexts, evt
 
@@ -274,6 +276,8 @@ def start_status_scp(status: int, error_comment: str | None = None) -> StatusSCP
 
     def on_store(event: Any) -> Dataset:
         received.append(str(event.request.AffectedSOPInstanceUID))
+        if delay:
+            time.sleep(delay)
         reply = Dataset()
         reply.Status = status
         if error_comment is not None:

@@ -180,6 +180,26 @@ def test_status_and_error_comment_are_kept(
         assert stored["status"] == expected.value and stored["status_code"] == code
 
 
+def test_peer_that_does_not_answer_in_time_is_transient(report_objects: list[Dataset]) -> None:
+    scp = start_status_scp(0x0000, delay=3.0)
+    try:
+        slow = Destination(scp.ae_title, scp.host, scp.port, dimse_timeout=1.0)
+        outcomes = send_objects(slow, report_objects)
+    finally:
+        scp.stop()
+    assert len(outcomes) == len(report_objects)
+    assert all(o.status is StoreStatus.TRANSIENT and o.retryable for o in outcomes), outcomes
+    assert "no C-STORE response" in outcomes[0].reason
+
+
+def test_objects_without_identity_are_rejected_up_front() -> None:
+    down = Destination("PACS", "127.0.0.1", free_port())
+    with pytest.raises(ValueError, match=r"objects\[0\].*SOPClassUID"):
+        send_objects(down, [Dataset()])
+    with pytest.raises(TypeError, match="file paths"):
+        send_objects(down, [42])  # type: ignore[list-item]
+
+
 def test_tls_destination(report_objects: list[Dataset], tmp_path: Path) -> None:
     key, cert = self_signed_certificate(tmp_path)
     peer = start_storescp(tmp_path / "scp", tls=(key, cert))
