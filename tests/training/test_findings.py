@@ -14,12 +14,30 @@ from training.findings import (
 )
 
 CHEXPERT_14 = {
-    "no_finding", "enlarged_cardiomediastinum", "cardiomegaly", "lung_opacity", "lung_lesion",
-    "edema", "consolidation", "pneumonia", "atelectasis", "pneumothorax", "pleural_effusion",
-    "pleural_other", "fracture", "support_devices",
+    "no_finding",
+    "enlarged_cardiomediastinum",
+    "cardiomegaly",
+    "lung_opacity",
+    "lung_lesion",
+    "edema",
+    "consolidation",
+    "pneumonia",
+    "atelectasis",
+    "pneumothorax",
+    "pleural_effusion",
+    "pleural_other",
+    "fracture",
+    "support_devices",
 }
-NIH_EXTRA = {"infiltration", "mass", "nodule", "emphysema", "fibrosis", "pleural_thickening",
-             "hernia"}
+NIH_EXTRA = {
+    "infiltration",
+    "mass",
+    "nodule",
+    "emphysema",
+    "fibrosis",
+    "pleural_thickening",
+    "hernia",
+}
 
 
 def test_covers_chexpert_and_nih() -> None:

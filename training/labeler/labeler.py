@@ -196,7 +196,9 @@ class FindingsLabeler:
                 break
             if t.kinds & {"neg_pre", "unc_pre"}:
                 break  # a trigger that looks forward opens the next mention's scope
-        chosen = [t for t in (pre, post) if t is not None]
+        # A trigger inside the mention phrase ("contours are not enlarged") applies to it.
+        inside = [t for t in triggers if start <= t.start and t.end <= end]
+        chosen = [t for t in (pre, post, *inside) if t is not None]
         for t in chosen:
             if t.kinds & {"unc_pre", "unc_post"}:
                 return "uncertain", t.text

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from training.labeler.rules import LanguageRules
 
-_W = r"(?:[\w-]+ )"  # one word and its space, for "up to n words" gaps
+# One word and its space, for "up to n words" gaps; never a negation, which must stay a trigger.
+_W = r"(?:(?!(?:no|not|without)\b)[\w-]+ )"
 
 MENTIONS: dict[str, tuple[str, ...]] = {
     "enlarged_cardiomediastinum": (
@@ -18,6 +19,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:cardio)?mediastin\w* (?:silhouette |contours? |width )?"
         rf"(?:is |are |appears? |remains? )?{_W}{{0,2}}(?:widen\w*|enlarg\w*|prominen\w*)",
         r"mediastinal (?:widening|enlargement|prominence)",
+        r"prominence of (?:the )?(?:superior )?(?:cardio)?mediastin\w*",
     ),
     "cardiomegaly": (
         r"cardiomegaly",
@@ -65,9 +67,10 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "pleural_effusion": (
         r"(?:pleural )?effusions?",
         r"pleural fluid",
-        r"blunting of (?:the )?(?:\w+ )?costophrenic (?:angles?|sulc(?:us|i))",
+        r"blunting of (?:the )?(?:\w+ )?costophrenic",
+        r"costophrenic (?:\w+ )?blunting",
         r"costophrenic (?:angles?|sulc(?:us|i)) (?:is |are )?(?:\w+ )?blunt\w*",
-        r"blunted (?:\w+ )?costophrenic (?:angles?|sulc(?:us|i))",
+        r"blunted (?:\w+ )?costophrenic",
     ),
     "pleural_other": (
         r"pleural (?:plaques?|calcifications?|scarring)",
@@ -98,6 +101,14 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"cerclage wires?",
         r"(?:orthopedic|surgical|spinal) hardware",
         r"hardware",
+        r"ivc filter",
+        r"shunt(?: tubing)?",
+        r"tubing",
+        r"(?:bone |suture )?anchors?",
+        r"(?:ventricular|atrial|pacer|pacemaker|pacing|cardiac|transvenous) leads?",
+        r"(?:pacemaker |pacer |defibrillator )?generator",
+        r"(?:vertebro|kypho)plasty",
+        r"(?:orthopedic |fixation |surgical )?(?:screws?|plates?|rods?)",
     ),
     "infiltration": (r"infiltrat\w*",),
     "mass": (r"mass(?:es)?", r"mass-like"),
@@ -130,7 +141,12 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "granuloma": (r"granulom\w*",),
     "calcification": (r"calcifi\w*", r"calcinosis"),
-    "scoliosis": (r"scolio\w*", r"(?:dextro|levo)convex\w*", r"curvature of the (?:\w+ )?spine"),
+    "scoliosis": (
+        r"\w*scolio\w*",
+        r"(?:dextro|levo)(?:convex|curvature)\w*",
+        rf"curvature (?:of )?(?:the )?{_W}{{0,2}}spine",
+        r"spin(?:e|al) curvature",
+    ),
     "kyphosis": (r"kyphos\w*", r"kyphotic"),
     "spondylosis": (
         r"spondylo\w*",

@@ -39,7 +39,6 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "lung_lesion": (
         r"lesion(?:es)?",
         r"cavitaci\w+",
-        r"cavidad(?:es)?",
         r"imagen(?:es)? cavitada\w*",
     ),
     "edema": (
