@@ -89,6 +89,11 @@ def build_report_objects(
     """The DICOM objects that carry ``report`` back into its study (see the module docstring)."""
     if not isinstance(report, StudyReport):
         raise TypeError(f"report must be a StudyReport, got {type(report).__name__}")
+    if report.language.split("-")[0].lower() != "es":
+        raise ReportObjectError(
+            f"report language is {report.language!r}; the node writes Spanish documents "
+            "(TID 1204 'es'), so use an engine that reports in Spanish"
+        )
     if not isinstance(with_presentation_state, bool):
         raise TypeError("with_presentation_state must be a bool")
     validate_uid_root(uid_root)

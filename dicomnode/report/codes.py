@@ -102,13 +102,25 @@ def section_concepts(title: str) -> tuple[CodedConcept, CodedConcept]:
     key = _fold(title)
     if key in SECTIONS:
         section, item = SECTIONS[key]
-        return CodedConcept(section.value, section.scheme_designator, title), item
-    return CodedConcept(FINDINGS.value, FINDINGS.scheme_designator, title), FINDING
+        return CodedConcept(section.value, section.scheme_designator, code_meaning(title)), item
+    return CodedConcept(FINDINGS.value, FINDINGS.scheme_designator, code_meaning(title)), FINDING
+
+
+def code_meaning(text: str) -> str:
+    """``text`` fitted to Code Meaning: LO, at most 64 bytes in UTF-8 (dciodvfy counts
+    bytes, and accented letters take two), no backslash."""
+    text = " ".join(text.replace("\\", "/").split())
+    if len(text.encode("utf-8")) <= 64:
+        return text
+    ellipsis = "…"
+    while len((text + ellipsis).encode("utf-8")) > 64:
+        text = text[:-1]
+    return text.rstrip() + ellipsis
 
 
 def finding_concept(code: FindingCode) -> CodedConcept:
     """The engine's finding code as a coded concept with its Spanish meaning."""
-    return CodedConcept(code.value, code.scheme, code.meaning_es)
+    return CodedConcept(code.value, code.scheme, code_meaning(code.meaning_es))
 
 
 def _fold(text: str) -> str:

@@ -29,7 +29,7 @@ from report_samples import (
 from dicomnode.exceptions import ReportObjectError
 from dicomnode.report import DISCLAIMER_ES, build_report_objects
 from dicomnode.uids import is_valid_uid
-from engine.result import FindingResult, Region
+from engine.result import FindingCode, FindingResult, Region
 
 
 def save_all(objects: list[Dataset], directory: Path) -> list[Path]:
@@ -78,6 +78,26 @@ def test_objects_without_findings_or_regions_pass_dciodvfy(
     scheme = local[1].CodingSchemeIdentificationSequence[0]
     assert scheme.CodingSchemeDesignator == "99CXR"
     for path in save_all(no_findings + unlocated + local, tmp_path):
+        errors, output = dciodvfy_errors(path)
+        assert not errors, f"dciodvfy {path.name}:\n{output}"
+
+
+def test_long_titles_and_meanings_fit_their_vr(rg1_sources: list[Dataset], tmp_path: Path) -> None:
+    long_code = FindingCode("RID5352", "RADLEX", "Opacidad " + "muy " * 30 + "extensa")
+    report = dataclasses.replace(
+        make_report(rg1_sources, findings=(FindingResult("x", long_code, "present", 0.7),)),
+        sections=(("Sección con un título muy largo " * 4, "Texto de la sección."),),
+    )
+    objects = build_report_objects(report, rg1_sources)
+    group = hd.sr.srread(save_all(objects[1:2], tmp_path)[0]).content
+    finding_type = group.get_image_measurement_groups()[0].finding_type
+    assert finding_type.meaning.startswith("Opacidad muy")
+    assert len(finding_type.meaning.encode("utf-8")) <= 64
+    section = next(i for i in objects[0].ContentSequence if i.ValueType == "CONTAINER")
+    title = section.ConceptNameCodeSequence[0].CodeMeaning
+    assert title.startswith("Sección con un título") and title.endswith("…")
+    assert 60 <= len(title.encode("utf-8")) <= 64
+    for path in save_all(objects, tmp_path):
         errors, output = dciodvfy_errors(path)
         assert not errors, f"dciodvfy {path.name}:\n{output}"
 
@@ -332,6 +352,8 @@ def test_inconsistent_inputs_are_refused(
     )
     with pytest.raises(ReportObjectError, match="not one of the report's source images"):
         build_report_objects(make_report(rg1_sources, findings=(foreign,)), rg1_sources)
+    with pytest.raises(ReportObjectError, match="Spanish"):
+        build_report_objects(dataclasses.replace(report, language="en"), rg1_sources)
     with pytest.raises(TypeError, match="with_presentation_state"):
         build_report_objects(report, rg1_sources, with_presentation_state="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="root"):
