@@ -28,6 +28,7 @@ from dicomnode.db import (
 )
 from dicomnode.exceptions import DicomNodeError
 from dicomnode.studies import count_by_state
+from engine.exceptions import EngineError
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,50 @@ def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
         stop.wait()
     finally:
         node.stop()
+    return 0
+
+
+def _cmd_worker(config: Config, args: argparse.Namespace) -> int:
+    from dicomnode.worker import ReportingWorker
+    from engine.runtime import create_engine
+
+    if config.engine.artifact is None:
+        raise DicomNodeError(
+            "engine.artifact is not set: point it at a trained engine artifact "
+            "(the node keeps receiving and queueing studies until a worker runs)"
+        )
+    engine = create_engine(
+        config.engine.artifact, backend=config.engine.backend, max_batch=config.engine.batch_size
+    )
+    db_engine = create_db_engine(config.node.effective_database_url)
+    check_schema(db_engine)
+    worker = ReportingWorker(config, create_session_factory(db_engine), engine)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(
+        f"worker {worker.worker_id} running engine {engine.identity.name} "
+        f"{engine.identity.version}; Ctrl-C stops",
+        flush=True,
+    )
+    try:
+        worker.run(stop, poll_seconds=args.poll)
+    finally:
+        db_engine.dispose()
+    return 0
+
+
+def _cmd_retry(config: Config, args: argparse.Namespace) -> int:
+    from dicomnode.delivery import retry_deliveries
+
+    engine = create_db_engine(config.node.effective_database_url)
+    try:
+        check_schema(engine)
+        with session_scope(create_session_factory(engine)) as session:
+            count = retry_deliveries(session, args.ids)
+    finally:
+        engine.dispose()
+    print(f"{count} delivery(ies) queued again; the running node sends them on its next run")
     return 0
 
 
@@ -190,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("serve", help="run the DICOM listener and the scheduler until stopped")
+    p_worker = sub.add_parser("worker", help="report queued studies with the configured engine")
+    p_worker.add_argument("--poll", type=float, default=2.0, help="seconds between idle polls")
+    p_retry = sub.add_parser("retry", help="send refused or dead-letter deliveries again")
+    p_retry.add_argument("ids", nargs="*", type=int, help="delivery ids (default: all)")
     sub.add_parser("migrate", help="create or upgrade the database schema")
     p_status = sub.add_parser("status", help="studies by state, quarantine and deliveries")
     p_status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -204,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {
     "serve": _cmd_serve,
+    "worker": _cmd_worker,
+    "retry": _cmd_retry,
     "migrate": _cmd_migrate,
     "status": _cmd_status,
     "config": _cmd_config,
@@ -217,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         return COMMANDS[args.command](config, args)
-    except DicomNodeError as exc:
+    except (DicomNodeError, EngineError) as exc:
         print(f"dicomnode: error: {exc}", file=sys.stderr)
         return 2
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.exc import SQLAlchemyError
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicomnode.config import Config
 from dicomnode.db import session_scope
+from dicomnode.delivery import delivery_job
 from dicomnode.studies import mark_stable_studies
 
 logger = logging.getLogger(__name__)
@@ -27,7 +29,9 @@ def stability_job(sessions: sessionmaker[Session], window_seconds: float) -> Non
         logger.error("stability check failed, will retry: %s", exc)
 
 
-def create_scheduler(config: Config, sessions: sessionmaker[Session]) -> BackgroundScheduler:
+def create_scheduler(
+    config: Config, sessions: sessionmaker[Session], data_dir: Path
+) -> BackgroundScheduler:
     """A scheduler holding the node's periodic jobs (not started)."""
     scheduler = BackgroundScheduler(timezone="UTC")
     scheduler.add_job(
@@ -36,6 +40,15 @@ def create_scheduler(config: Config, sessions: sessionmaker[Session]) -> Backgro
         seconds=config.stability.check_interval_seconds,
         args=[sessions, config.stability.window_seconds],
         id="stability",
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.add_job(
+        delivery_job,
+        "interval",
+        seconds=config.delivery.check_interval_seconds,
+        args=[sessions, config, data_dir],
+        id="delivery",
         max_instances=1,
         coalesce=True,
     )
