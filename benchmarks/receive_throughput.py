@@ -31,6 +31,15 @@ STORESCU_FLAG = {
 }
 
 
+def dcmtk(name: str) -> str:
+    # pynetdicom installs scripts of the same names that shadow DCMTK's in a virtualenv.
+    for directory in ("/usr/bin", "/usr/local/bin"):
+        path = shutil.which(name, path=directory)
+        if path:
+            return path
+    sys.exit(f"DCMTK's {name} not found in /usr/bin: install Debian's dcmtk")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,7 +76,7 @@ def make_set(source_dir: Path, copies: int, out: Path) -> dict[str, list[Path]]:
 def send(port: int, called: str, groups: dict[str, list[Path]]) -> float:
     start = time.perf_counter()
     for ts, files in groups.items():
-        cmd = ["storescu", *STORESCU_FLAG[ts], "-aec", called, "127.0.0.1", str(port)]
+        cmd = [dcmtk("storescu"), *STORESCU_FLAG[ts], "-aec", called, "127.0.0.1", str(port)]
         subprocess.run([*cmd, *map(str, files)], check=True, capture_output=True)
     return time.perf_counter() - start
 
@@ -119,7 +128,7 @@ def run_storescp(groups: dict[str, list[Path]], work: Path) -> float:
     proc = subprocess.Popen(
         # -B: write data sets exactly as received, as this node does; the largest PDU it allows.
         [
-            "storescp",
+            dcmtk("storescp"),
             "+xa",
             "-B",
             "--max-pdu",
@@ -150,8 +159,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "dicom")
     args = parser.parse_args()
     for tool in ("storescu", "storescp"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} not found: install Debian's dcmtk")
+        dcmtk(tool)
     with tempfile.TemporaryDirectory(prefix="cxr-bench-") as tmp:
         work = Path(tmp)
         (work / "set").mkdir()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, JPEG2000Lossless, JPEG
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import select
+from support.dcmtk import dcmtk_tool
 
 from dicomnode.db import Instance, QuarantineEntry, Study, StudyState, session_scope
 from dicomnode.server import ReceivingNode
@@ -21,7 +21,7 @@ from dicomnode.server import ReceivingNode
 from .conftest import REAL_FILES, renamed_copy, send_datasets
 
 needs_dcmtk = pytest.mark.skipif(
-    shutil.which("storescu") is None, reason="DCMTK (Debian package dcmtk) is not installed"
+    dcmtk_tool("storescu") is None, reason="DCMTK (Debian package dcmtk) is not installed"
 )
 
 # storescu proposes only uncompressed syntaxes unless told; this is the flag per file syntax.
@@ -62,7 +62,9 @@ def test_c_echo_pynetdicom(node: ReceivingNode) -> None:
 @needs_dcmtk
 def test_c_echo_dcmtk(node: ReceivingNode) -> None:
     result = subprocess.run(
-        ["echoscu", "-aec", "CXRNODE", "127.0.0.1", str(node.port)], capture_output=True, text=True
+        [str(dcmtk_tool("echoscu")), "-aec", "CXRNODE", "127.0.0.1", str(node.port)],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
 
@@ -74,7 +76,7 @@ def test_storescu_sends_every_real_file(node: ReceivingNode, dicom_dir: Path) ->
         ts = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
         result = subprocess.run(
             [
-                "storescu",
+                str(dcmtk_tool("storescu")),
                 *STORESCU_FLAG[ts],
                 "-aet",
                 "MODALITY",
