@@ -31,8 +31,9 @@ from dicomnode.config import Config
 from dicomnode.db import session_scope
 from dicomnode.exceptions import InvalidUIDError, SpoolError
 from dicomnode.routing import InstanceFacts, match_rule
-from dicomnode.spool import Spool, validate_uid
+from dicomnode.spool import Spool
 from dicomnode.studies import ReceivedInstance, instance_exists, record_instance, record_quarantine
+from dicomnode.uids import validate_uid
 
 logger = logging.getLogger(__name__)
 
@@ -187,10 +188,10 @@ def handle_store(event: Any, ctx: StoreContext) -> int:
         )
 
     try:
-        study_uid = validate_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
-        series_uid = validate_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")
-        sop_uid = validate_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID")
-        sop_class = validate_uid(ds.get("SOPClassUID"), "SOPClassUID")
+        study_uid = validate_uid(ds.get("StudyInstanceUID"), name="StudyInstanceUID")
+        series_uid = validate_uid(ds.get("SeriesInstanceUID"), name="SeriesInstanceUID")
+        sop_uid = validate_uid(ds.get("SOPInstanceUID"), name="SOPInstanceUID")
+        sop_class = validate_uid(ds.get("SOPClassUID"), name="SOPClassUID")
     except InvalidUIDError as exc:
         return _quarantine(ctx, encoded, str(exc), MISSING_UID, requested_sop, calling, address)
 

@@ -18,8 +18,9 @@ from dicomnode.config import RoutingConfig
 from dicomnode.db import Instance, session_scope
 from dicomnode.exceptions import InvalidUIDError
 from dicomnode.routing import InstanceFacts, match_rule
-from dicomnode.spool import Spool, StoredFile, validate_uid
+from dicomnode.spool import Spool, StoredFile
 from dicomnode.studies import ReceivedInstance, record_instance
+from dicomnode.uids import validate_uid
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,10 @@ def reconcile_spool(spool: Spool, sessions: sessionmaker[Session], routing: Rout
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             received = ReceivedInstance(
-                study_uid=validate_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID"),
-                series_uid=validate_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID"),
-                sop_uid=validate_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID"),
-                sop_class_uid=validate_uid(ds.get("SOPClassUID"), "SOPClassUID"),
+                study_uid=validate_uid(ds.get("StudyInstanceUID"), name="StudyInstanceUID"),
+                series_uid=validate_uid(ds.get("SeriesInstanceUID"), name="SeriesInstanceUID"),
+                sop_uid=validate_uid(ds.get("SOPInstanceUID"), name="SOPInstanceUID"),
+                sop_class_uid=validate_uid(ds.get("SOPClassUID"), name="SOPClassUID"),
                 transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
                 modality=str(ds.get("Modality", "") or ""),
                 body_part=str(ds.get("BodyPartExamined", "") or ""),

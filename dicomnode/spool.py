@@ -24,23 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydicom.uid import UID
-
-from dicomnode.exceptions import InvalidUIDError, SpoolError
+from dicomnode.exceptions import SpoolError
+from dicomnode.uids import validate_uid
 
 logger = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".partial"
-
-
-def validate_uid(value: object, name: str) -> str:
-    """Return ``value`` as a UID string, or raise :class:`InvalidUIDError` naming ``name``."""
-    if not isinstance(value, str) or not value:
-        raise InvalidUIDError(f"{name} is missing")
-    uid = UID(value.strip("\x00 "))
-    if not uid.is_valid:
-        raise InvalidUIDError(f"{name} {value!r} is not a valid DICOM UID")
-    return str(uid)
 
 
 @dataclass(frozen=True)
@@ -104,9 +93,9 @@ class Spool:
             directory.mkdir(parents=True, exist_ok=True)
 
     def relative_instance_path(self, study_uid: str, series_uid: str, sop_uid: str) -> str:
-        study = validate_uid(study_uid, "StudyInstanceUID")
-        series = validate_uid(series_uid, "SeriesInstanceUID")
-        sop = validate_uid(sop_uid, "SOPInstanceUID")
+        study = validate_uid(study_uid, name="StudyInstanceUID")
+        series = validate_uid(series_uid, name="SeriesInstanceUID")
+        sop = validate_uid(sop_uid, name="SOPInstanceUID")
         return f"instances/{study}/{series}/{sop}.dcm"
 
     def absolute(self, relative_path: str) -> Path:

@@ -33,14 +33,18 @@ def is_valid_uid(uid: str) -> bool:
     return isinstance(uid, str) and 0 < len(uid) <= 64 and bool(_UID_RE.match(uid))
 
 
-def validate_uid(uid: str, *, name: str = "uid") -> str:
-    """Return ``uid`` unchanged, or raise :class:`InvalidUIDError` naming ``name``."""
-    if not is_valid_uid(uid):
+def validate_uid(uid: object, *, name: str = "uid") -> str:
+    """Return ``uid`` (without DICOM padding), or raise :class:`InvalidUIDError` naming ``name``."""
+    if uid is None or uid == "":
+        raise InvalidUIDError(f"{name} is missing; fix the sender or the input.")
+    if isinstance(uid, str):
+        uid = uid.rstrip("\x00 ")
+    if not isinstance(uid, str) or not is_valid_uid(uid):
         raise InvalidUIDError(
             f"{name} {uid!r} is not a valid DICOM UID (digits and dots, at most 64 "
             "characters, no leading zeros in a component); fix the sender or the input."
         )
-    return uid
+    return str(uid)
 
 
 def validate_uid_root(root: str) -> str:
