@@ -1,13 +1,19 @@
-"""Fixtures shared by every test package: paths to the real shared data and the repository."""
+"""Fixtures shared by every test package: paths to the real shared data and the repository,
+a fresh PostgreSQL database, and the tiny random-weight engine artifact."""
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from engine.artifact import EngineArtifact
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -46,3 +52,27 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., EngineArtifact]:
+    """``factory(seed=0, num_views=1)``: a tiny artifact, exported once per session."""
+    base = tmp_path_factory.mktemp("engines")
+
+    def factory(seed: int = 0, num_views: int = 1) -> EngineArtifact:
+        # Imported here: collecting tests that never build an engine must not import torch.
+        from support.tiny_engine import session_tiny_artifact
+
+        # The exporter logs every ONNX rewrite at INFO; keep test output readable.
+        logging.getLogger("onnx_ir").setLevel(logging.WARNING)
+        return session_tiny_artifact(base, seed, num_views)
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_artifact_factory: Callable[..., EngineArtifact]) -> EngineArtifact:
+    """The default tiny artifact (seed 0, one view); ``purpose="test"``, random weights."""
+    return tiny_artifact_factory()

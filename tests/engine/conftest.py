@@ -1,16 +1,13 @@
-"""Engine test fixtures: the tiny random-weight artifact (built once per session through the
-real export path) and the real DICOM files."""
+"""Engine test fixtures: engines on the session's tiny artifact (``tests/conftest.py``) and the
+real DICOM files."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from tiny_engine import session_tiny_artifact
 
 from engine.artifact import EngineArtifact
 from engine.runtime import Engine, create_engine
@@ -23,26 +20,6 @@ REAL_FILES = (
     "siim_chest_cr_monochrome1.dcm",
     "highdicom_dx_canine_thorax.dcm",
 )
-
-
-@pytest.fixture(scope="session")
-def tiny_artifact_factory(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Callable[..., EngineArtifact]:
-    """``factory(seed=0, num_views=1)``: a tiny artifact, exported once per session."""
-    base = tmp_path_factory.mktemp("engines")
-
-    def factory(seed: int = 0, num_views: int = 1) -> EngineArtifact:
-        # The exporter logs every ONNX rewrite at INFO; keep test output readable.
-        logging.getLogger("onnx_ir").setLevel(logging.WARNING)
-        return session_tiny_artifact(base, seed, num_views)
-
-    return factory
-
-
-@pytest.fixture(scope="session")
-def tiny_artifact(tiny_artifact_factory: Callable[..., EngineArtifact]) -> EngineArtifact:
-    return tiny_artifact_factory()
 
 
 @pytest.fixture(scope="session")

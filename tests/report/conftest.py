@@ -1,5 +1,5 @@
 """Fixtures for the report-object and delivery tests: real source headers, engine results,
-and real DICOM peers (storescp, Orthanc) from :mod:`dicom_peers`."""
+and real DICOM peers (storescp, Orthanc) from :mod:`support.dicom_peers`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from dicom_peers import Peer, start_orthanc, start_storescp
 from pydicom import Dataset
+from support.dicom_peers import Peer, start_orthanc, start_storescp
 
 
 def read_header(path: Path) -> Dataset:

@@ -9,7 +9,6 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from dicom_peers import dciodvfy_errors, dsr2html
 from pydicom import Dataset
 from pydicom.uid import (
     BasicTextSRStorage,
@@ -25,6 +24,7 @@ from report_samples import (
     PNEUMOTHORAX,
     make_report,
 )
+from support.dicom_peers import dciodvfy_errors, dsr2html
 
 from dicomnode.exceptions import ReportObjectError
 from dicomnode.report import DISCLAIMER_ES, build_report_objects

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from dicom_peers import (
+from pydicom import Dataset
+from pydicom.uid import (
+    BasicTextSRStorage,
+    JPEG2000Lossless,
+)
+from report_samples import make_report
+from support.dicom_peers import (
     Peer,
     free_port,
     orthanc_get,
@@ -17,12 +23,6 @@ from dicom_peers import (
     start_status_scp,
     start_storescp,
 )
-from pydicom import Dataset
-from pydicom.uid import (
-    BasicTextSRStorage,
-    JPEG2000Lossless,
-)
-from report_samples import make_report
 
 from dicomnode.exceptions import DestinationError
 from dicomnode.report import build_report_objects

@@ -2,39 +2,25 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import onnx
 import pytest
 import torch
+from support.tiny_engine import build_tiny_model, tiny_corpus
 
-from engine.artifact import MANIFEST_NAME, load_artifact
+from engine.artifact import MANIFEST_NAME, EngineArtifact, load_artifact
 from training.exceptions import TrainingError
 from training.export import export_artifact
 from training.findings import FINDINGS
 from training.models.tokenizer import train_report_tokenizer
 
 
-def _tiny_engine_module() -> ModuleType:
-    """The tiny-engine builder shared with tests/engine (one export per session)."""
-    if "tiny_engine" in sys.modules:
-        return sys.modules["tiny_engine"]
-    path = Path(__file__).resolve().parents[1] / "engine" / "tiny_engine.py"
-    spec = importlib.util.spec_from_file_location("tiny_engine", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tiny_engine"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> object:
-    return _tiny_engine_module().session_tiny_artifact(tmp_path_factory.mktemp("export"))
+def tiny(tiny_artifact: EngineArtifact) -> EngineArtifact:
+    """The tiny engine shared by the whole session (tests/conftest.py, support.tiny_engine)."""
+    return tiny_artifact
 
 
 def test_graphs_are_valid_onnx_with_kv_cache_io(tiny: object) -> None:
@@ -77,9 +63,8 @@ def test_manifest_records_agreement_and_training_summary(tiny: object) -> None:
 
 
 def test_refuses_mismatched_finding_set(tmp_path: Path) -> None:
-    module = _tiny_engine_module()
-    model = module.build_tiny_model()
-    tokenizer = train_report_tokenizer(module.tiny_corpus(), vocab_size=256)
+    model = build_tiny_model()
+    tokenizer = train_report_tokenizer(tiny_corpus(), vocab_size=256)
     with pytest.raises(TrainingError, match="findings"):
         export_artifact(
             model, tokenizer, tmp_path / "a", name="x", version="1", findings=FINDINGS[:-1]
@@ -92,11 +77,10 @@ def test_refuses_mismatched_finding_set(tmp_path: Path) -> None:
 
 def test_refuses_unfaithful_graph(tmp_path: Path) -> None:
     """An impossible tolerance shows the agreement check really runs and blocks the export."""
-    module = _tiny_engine_module()
-    tokenizer = train_report_tokenizer(module.tiny_corpus(), vocab_size=256)
+    tokenizer = train_report_tokenizer(tiny_corpus(), vocab_size=256)
     with pytest.raises(TrainingError, match="differs from PyTorch"):
         export_artifact(
-            module.build_tiny_model(),
+            build_tiny_model(),
             tokenizer,
             tmp_path / "c",
             name="x",
@@ -110,9 +94,8 @@ def test_refuses_unfaithful_graph(tmp_path: Path) -> None:
 def test_cli_exports_a_checkpoint(tmp_path: Path) -> None:
     from training.cli import main
 
-    module = _tiny_engine_module()
-    model = module.build_tiny_model(seed=3)
-    tokenizer = train_report_tokenizer(module.tiny_corpus(), vocab_size=256)
+    model = build_tiny_model(seed=3)
+    tokenizer = train_report_tokenizer(tiny_corpus(), vocab_size=256)
     checkpoint = tmp_path / "model.pt"
     torch.save(
         {

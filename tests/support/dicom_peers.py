@@ -156,18 +156,20 @@ def start_storescp(
     accepted_sop_classes: Sequence[str] | None = None,
     tls: tuple[Path, Path] | None = None,
     extra_args: tuple[str, ...] = (),
+    port: int | None = None,
 ) -> Peer:
     """DCMTK ``storescp`` writing what it receives to ``directory / "received"``.
 
     By default it accepts every storage SOP class in any transfer syntax; with
     ``accepted_sop_classes`` only those (uncompressed). ``tls`` is (key, certificate)
-    to listen with mutual TLS (clients must present that certificate). Runs verbose,
+    to listen with mutual TLS (clients must present that certificate). ``port`` (default:
+    a free one) lets a test bring a peer up where a destination was down. Runs verbose,
     so :meth:`Peer.log` shows each association.
     """
     tool = require_tool("storescp")
     out_dir = directory / "received"
     out_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     args = [tool, "--verbose", "--aetitle", ae_title, "--output-directory", str(out_dir)]
     if accepted_sop_classes is None:
         args.append("--accept-all")
@@ -191,15 +193,18 @@ def start_storescp(
     return peer
 
 
-def start_orthanc(directory: Path, *, ae_title: str = "ORTHANC", **config: Any) -> Peer:
+def start_orthanc(
+    directory: Path, *, ae_title: str = "ORTHANC", dicom_port: int | None = None, **config: Any
+) -> Peer:
     """The Debian ``Orthanc`` server with a generated configuration on free ports.
 
-    Extra keyword arguments override configuration keys (e.g. ``DicomAlwaysAllowStore``).
+    ``dicom_port`` (default: a free one) lets a test start Orthanc where a destination was
+    down. Extra keyword arguments override configuration keys (e.g. ``DicomAlwaysAllowStore``).
     """
     tool = require_tool("Orthanc")
     storage = directory / "orthanc-storage"
     storage.mkdir(parents=True, exist_ok=True)
-    dicom_port, http_port = free_port(), free_port()
+    dicom_port, http_port = dicom_port or free_port(), free_port()
     settings: dict[str, Any] = {
         "Name": "test-orthanc",
         "StorageDirectory": str(storage),
