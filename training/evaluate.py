@@ -7,8 +7,8 @@ Predictions file (JSON Lines, one study a line)::
 
     {"study_id": "CXR3030_IM-1405", "report": "No acute cardiopulmonary abnormality."}
 
-(``prediction``, ``generated`` or ``text`` are accepted for ``report``; a JSON object mapping
-study id to report text is accepted too.)
+(``prediction``, ``generated`` or ``text`` are accepted for ``report``.) A ``.json`` file
+holding one object that maps study id to report text is accepted too.
 
 Reference findings are, by default, the labeler's reading of the reference text, so both sides
 are read by the same labeler (as papers do with the CheXpert labeler);
@@ -42,16 +42,18 @@ _FIX_PRED = (
 
 
 def read_predictions(path: str | Path) -> dict[str, str]:
-    """Study id -> generated report, from a JSON Lines file (or one JSON object)."""
+    """Study id -> generated report, from JSON Lines (or a ``.json`` id -> text mapping)."""
     path = Path(path)
     if not path.exists():
         raise PredictionsError(path, "not found", _FIX_PRED)
     text = path.read_text(encoding="utf-8")
-    try:
-        whole = json.loads(text)
-    except json.JSONDecodeError:
-        whole = None  # JSON Lines, read below
-    if isinstance(whole, dict) and "study_id" not in whole:
+    if path.suffix == ".json":
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PredictionsError(path, f"not valid JSON ({exc})", _FIX_PRED) from exc
+        if not isinstance(whole, dict):
+            raise PredictionsError(path, "a .json file must map study id to report", _FIX_PRED)
         return {str(k): str(v) for k, v in whole.items()}
     out: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):

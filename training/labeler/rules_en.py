@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from training.labeler.rules import LanguageRules
 
-# One word and its space, for "up to n words" gaps; never a negation, which must stay a trigger.
-_W = r"(?:(?!(?:no|not|without)\b)[\w-]+ )"
+# One word and its space, for "up to n words" gaps (a negation inside a mention still counts).
+_W = r"(?:[\w-]+ )"
 
 MENTIONS: dict[str, tuple[str, ...]] = {
     "enlarged_cardiomediastinum": (

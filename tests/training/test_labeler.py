@@ -1,0 +1,119 @@
+"""The findings labeler in English and Spanish: mentions, negation, uncertainty, sections."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from training.labeler import FindingsLabeler, get_labeler, label_report, split_sections
+from training.labeler.sections import labeled_text
+from training.labeler.text import fold
+
+DATA = Path(__file__).parent / "data"
+
+EN_CASES = [
+    ("No pleural effusion or pneumothorax.",
+     {"pleural_effusion": "absent", "pneumothorax": "absent", "no_finding": "present"}),
+    ("Small left pleural effusion.", {"pleural_effusion": "present"}),
+    ("Possible left lower lobe pneumonia.", {"pneumonia": "uncertain"}),
+    ("Pneumonia cannot be excluded.", {"pneumonia": "uncertain"}),
+    ("The lungs are clear without evidence of focal airspace disease, pleural effusion, or "
+     "pneumothorax.", {"lung_opacity": "absent", "pleural_effusion": "absent",
+                       "pneumothorax": "absent", "no_finding": "present"}),
+    ("Heart size is enlarged. No pneumothorax.",
+     {"cardiomegaly": "present", "pneumothorax": "absent"}),
+    ("The heart size is normal.", {"cardiomegaly": "absent", "no_finding": "present"}),
+    ("No change in mild cardiomegaly.", {"cardiomegaly": "present"}),
+    ("No pericardial effusion.", {"no_finding": "present"}),
+    ("Subcutaneous emphysema in the chest wall.", {"no_finding": "present"}),
+    ("Left basilar opacity, likely atelectasis.",
+     {"lung_opacity": "present", "atelectasis": "uncertain"}),
+    ("No effusion, but there is mild atelectasis at the left base.",
+     {"pleural_effusion": "absent", "atelectasis": "present"}),
+    ("Pneumothorax has resolved.", {"pneumothorax": "absent", "no_finding": "present"}),
+    ("The mediastinal contours are not enlarged.",
+     {"enlarged_cardiomediastinum": "absent", "no_finding": "present"}),
+    ("Levoscoliosis of the thoracolumbar spine.", {"scoliosis": "present"}),
+    ("Right IJ central venous catheter tip in the SVC. No acute disease.",
+     {"support_devices": "present", "no_finding": "present"}),
+    ("Calcified granuloma in the right upper lobe.", {"granuloma": "present"}),
+]
+
+ES_CASES = [
+    ("Sin derrame pleural ni neumotórax.",
+     {"pleural_effusion": "absent", "pneumothorax": "absent", "no_finding": "present"}),
+    ("No se observa neumotórax.", {"pneumothorax": "absent", "no_finding": "present"}),
+    ("Probable neumonía en língula.", {"pneumonia": "uncertain"}),
+    ("No se descarta condensación basal derecha.", {"consolidation": "uncertain"}),
+    ("Opacidad sugestiva de neumonía.", {"lung_opacity": "present", "pneumonia": "uncertain"}),
+    ("Cardiomegalia. Derrame pleural bilateral.",
+     {"cardiomegaly": "present", "pleural_effusion": "present"}),
+    ("Sin derrame pleural, con cardiomegalia.",
+     {"pleural_effusion": "absent", "cardiomegaly": "present"}),
+    ("Cardiomegalia a expensas de cavidades izquierdas.", {"cardiomegaly": "present"}),
+    ("Enfisema subcutáneo.", {"no_finding": "present"}),
+    ("NEUMOTORAX DERECHO.", {"pneumothorax": "present"}),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), EN_CASES)
+def test_english(text: str, expected: dict[str, str]) -> None:
+    assert label_report(text, "en") == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), ES_CASES)
+def test_spanish(text: str, expected: dict[str, str]) -> None:
+    assert label_report(text, "es") == expected
+
+
+def test_sections_are_respected() -> None:
+    report = (
+        "INDICATION: rule out pneumonia.\nCOMPARISON: none.\n"
+        "FINDINGS: Heart size is normal. No pleural effusion.\nIMPRESSION: No acute disease."
+    )
+    sections = split_sections(report)
+    assert sections["indication"] == "rule out pneumonia."
+    assert sections["findings"] == "Heart size is normal. No pleural effusion."
+    labels = label_report(report)
+    assert "pneumonia" not in labels  # the question is not the answer
+    assert labels["no_finding"] == "present"
+    es = "Motivo: descartar neumonía. Hallazgos: sin condensaciones. Impresión: normal."
+    assert split_sections(es, "es")["findings"] == "sin condensaciones."
+    assert "pneumonia" not in label_report(es, "es")
+    assert labeled_text("No effusion.") == "No effusion."
+
+
+def test_mentions_explain_the_decision() -> None:
+    mentions = get_labeler("es").mentions("No se descarta neumonía.")
+    assert len(mentions) == 1
+    assert mentions[0].finding == "pneumonia"
+    assert mentions[0].presence == "uncertain"
+    assert mentions[0].trigger == "no se descarta"
+    assert mentions[0].text == "neumonía"
+
+
+def test_fold_keeps_length() -> None:
+    text = "Neumotórax y DERRAME en língula; Ñandú"
+    assert fold(text) == "neumotorax y derrame en lingula; nandu"
+    assert len(fold(text)) == len(text)
+
+
+def test_empty_report_has_no_label() -> None:
+    assert label_report("", "en") == {}
+    with pytest.raises(ValueError, match="lang"):
+        FindingsLabeler("fr")
+
+
+def test_spanish_validation_set() -> None:
+    labeler = get_labeler("es")
+    total = right = 0
+    for line in (DATA / "spanish_findings.jsonl").read_text("utf-8").splitlines():
+        item = json.loads(line)
+        predicted = labeler.label(item["text"])
+        for key, presence in item["findings"].items():
+            total += 1
+            right += predicted.get(key) == presence
+    assert total >= 60
+    assert right / total >= 0.95
