@@ -213,9 +213,10 @@ class ReportConfig(_Section):
 
 
 class RetentionConfig(_Section):
-    """How long received instances are kept after their study is done."""
+    """How long finished studies (ignored, or reported and delivered) are kept; 0 keeps all."""
 
     keep_days: float = Field(default=7.0, ge=0)
+    check_interval_seconds: float = Field(default=3600.0, gt=0)
 
 
 class Config(_Section):

@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicomnode.config import Config
 from dicomnode.db import session_scope
 from dicomnode.delivery import delivery_job
+from dicomnode.retention import retention_job
+from dicomnode.spool import Spool
 from dicomnode.studies import mark_stable_studies
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ def stability_job(sessions: sessionmaker[Session], window_seconds: float) -> Non
 
 
 def create_scheduler(
-    config: Config, sessions: sessionmaker[Session], data_dir: Path
+    config: Config, sessions: sessionmaker[Session], spool: Spool, data_dir: Path
 ) -> BackgroundScheduler:
     """A scheduler holding the node's periodic jobs (not started)."""
     scheduler = BackgroundScheduler(timezone="UTC")
@@ -52,4 +54,14 @@ def create_scheduler(
         max_instances=1,
         coalesce=True,
     )
+    if config.retention.keep_days > 0:
+        scheduler.add_job(
+            retention_job,
+            "interval",
+            seconds=config.retention.check_interval_seconds,
+            args=[sessions, spool, data_dir, config.retention.keep_days],
+            id="retention",
+            max_instances=1,
+            coalesce=True,
+        )
     return scheduler

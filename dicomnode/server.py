@@ -54,7 +54,7 @@ class ReceivingNode:
         self.spool = Spool(self.data_dir / "spool")
         self.db_engine = create_db_engine(config.node.effective_database_url)
         self.sessions = create_session_factory(self.db_engine)
-        self.scheduler = create_scheduler(config, self.sessions, self.data_dir)
+        self.scheduler = create_scheduler(config, self.sessions, self.spool, self.data_dir)
         self.ae = create_storage_ae(config)
         self._server: ThreadedAssociationServer | None = None
         self._stopped = threading.Event()

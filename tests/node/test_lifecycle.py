@@ -160,3 +160,44 @@ def test_receiving_on_postgresql(start_node, postgres_url: str, dicom_dir: Path)
     _wait_until(lambda: _study_states(node).get(study_uid) == StudyState.QUEUED)
     with session_scope(node.sessions) as session:
         assert len(session.scalars(select(Instance)).all()) == 3
+
+
+def test_retention_removes_only_finished_studies(start_node, dicom_dir: Path) -> None:
+    from dicomnode.db import Delivery, DeliveryState
+    from dicomnode.retention import purge_expired_studies
+
+    node = start_node()
+    uids = [pydicom.uid.generate_uid() for _ in range(4)]
+    for uid in uids:
+        send_datasets(node.port, [renamed_copy(dicom_dir / "highdicom_dx_canine_thorax.dcm", uid)])
+    states = [StudyState.IGNORED, StudyState.REPORTED, StudyState.REPORTED, StudyState.FAILED]
+    deliveries = [None, DeliveryState.DELIVERED, DeliveryState.DEAD, None]
+    with session_scope(node.sessions) as session:
+        for uid, state, delivery in zip(uids, states, deliveries, strict=True):
+            study = session.scalars(select(Study).where(Study.study_instance_uid == uid)).one()
+            study.set_state(state)
+            if delivery is not None:
+                session.add(
+                    Delivery(
+                        study_id=study.id,
+                        destination="pacs",
+                        sop_instance_uid=pydicom.uid.generate_uid(),
+                        sop_class_uid="1.2.840.10008.5.1.4.1.1.88.11",
+                        path=f"outputs/{uid}/x.dcm",
+                        state=delivery,
+                        attempts=1,
+                    )
+                )
+    (node.data_dir / "outputs" / uids[1]).mkdir(parents=True)
+    (node.data_dir / "outputs" / uids[1] / "x.dcm").write_bytes(b"report")
+    keep = timedelta(days=7)
+    assert purge_expired_studies(node.sessions, node.spool, node.data_dir, keep) == 0
+    later = utcnow() + timedelta(days=8)
+    assert purge_expired_studies(node.sessions, node.spool, node.data_dir, keep, now=later) == 2
+    remaining = _study_states(node)
+    assert set(remaining) == {uids[2], uids[3]}  # undelivered and failed studies stay
+    assert not (node.data_dir / "outputs" / uids[1]).exists()
+    with session_scope(node.sessions) as session:
+        paths = set(session.scalars(select(Instance.path)).all())
+    assert set(node.spool.iter_instance_files()) == paths
+    assert len(paths) == 2
