@@ -22,12 +22,18 @@ from typing import Any
 
 import pytest
 
+from support.dcmtk import dcmtk_tool
+
 HOST = "127.0.0.1"
+
+
+# pynetdicom installs scripts named like DCMTK's; these must resolve to DCMTK's own.
+DCMTK_TOOLS = frozenset({"storescp", "storescu", "echoscu", "dsr2html", "dcmdump"})
 
 
 def require_tool(name: str) -> str:
     """Path of a Debian tool, or skip the test naming the package to install."""
-    path = shutil.which(name)
+    path = dcmtk_tool(name) if name in DCMTK_TOOLS else shutil.which(name)
     if path is None:
         packages = {"dciodvfy": "dicom3tools", "Orthanc": "orthanc"}
         pytest.skip(f"{name} not installed (apt-get install {packages.get(name, 'dcmtk')})")
