@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dicomnode.exceptions import ConfigError
+from dicomnode.uids import DEFAULT_UID_ROOT, validate_uid_root
 
 logger = logging.getLogger(__name__)
 
@@ -207,9 +208,17 @@ class EngineConfig(_Section):
 
 
 class ReportConfig(_Section):
-    """Which objects are written for each report."""
+    """Which objects are written for each report, and how they are identified."""
 
     presentation_state: bool = True
+    # The site's own registered root, if it has one; derived UIDs are hashed under it.
+    uid_root: str = DEFAULT_UID_ROOT
+    institution_name: str = ""
+
+    @field_validator("uid_root")
+    @classmethod
+    def _check_root(cls, value: str) -> str:
+        return validate_uid_root(value)
 
 
 class RetentionConfig(_Section):

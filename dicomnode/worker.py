@@ -221,6 +221,8 @@ class ReportingWorker:
                     result,
                     datasets,
                     with_presentation_state=self.config.report.presentation_state,
+                    uid_root=self.config.report.uid_root,
+                    institution_name=self.config.report.institution_name or None,
                 )
                 written = self._write_objects(item.study_instance_uid, objects)
             except Exception as exc:
