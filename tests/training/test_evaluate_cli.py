@@ -121,3 +121,18 @@ def test_label_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["label", "--lang", "es", "--text", "Sin neumotórax."]) == 0
     assert json.loads(capsys.readouterr().out) == {"pneumothorax": "absent",
                                                    "no_finding": "present"}
+
+
+def test_datasets_subcommand(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["datasets"]) == 0
+    assert "padchest_gr" in capsys.readouterr().out.split()
+    assert main(["datasets", "--name", "nih", "--root", str(shared_data / "nih")]) == 0
+    assert json.loads(capsys.readouterr().out)["studies"] == 848
+
+
+def test_dataset_without_reports_is_refused(shared_data: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    preds = _write_jsonl(tmp_path / "p.jsonl", [{"study_id": "00000150_002", "report": "x"}])
+    assert main(["evaluate", "--predictions", str(preds), "--dataset", "nih", "--root",
+                 str(shared_data / "nih"), "--out", str(tmp_path / "o"), "--no-meteor"]) == 2
+    assert "no report text" in capsys.readouterr().err

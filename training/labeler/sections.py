@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 HEADERS: dict[str, str] = {
     "findings": "findings",
     "finding": "findings",
+    "findings and impression": "findings",
+    "findings/impression": "findings",
     "impression": "impression",
     "impressions": "impression",
     "conclusion": "impression",
