@@ -15,7 +15,6 @@ in a SNOMED CT browser before the node is used clinically:
 - ``enlarged_cardiomediastinum`` 274096000 (mediastinal widening)
 - ``lung_opacity`` 263930000 (opacity of lung)
 - ``lung_lesion`` 300995000 (lesion of lung)
-- ``pleural_other`` 79688008 (disorder of pleura)
 - ``support_devices`` 49062001 (device)
 - ``pleural_thickening`` 78381009 (pleural thickening)
 - ``hyperinflation`` 19311004 (hyperinflation of lung)
@@ -28,7 +27,6 @@ in a SNOMED CT browser before the node is used clinically:
 - ``aortic_atheromatosis`` 54160000 (atherosclerosis of aorta)
 - ``elevated_hemidiaphragm`` 95417006 (elevation of diaphragm)
 - ``scarring`` 12402003 (scar)
-- ``interstitial_pattern`` 233703007 (interstitial lung disease)
 - ``tuberculosis`` 154283005 (pulmonary tuberculosis)
 
 Confirmed: no abnormality detected 281900007, cardiomegaly 8186001, pulmonary edema 19242006,
@@ -36,7 +34,8 @@ consolidation of lung 95436008, pneumonia 233604007, atelectasis 46621007, pneum
 36118008, pleural effusion 60046008, fracture of bone 125605004, radiologic infiltrate of lung
 409609008, mass of lung 126713003, nodule of lung 786838002, pulmonary emphysema 87433001,
 fibrosis of lung 51615001, hiatal hernia 84089009, scoliosis deformity of spine 298382003,
-bronchiectasis 12295008.
+bronchiectasis 12295008, interstitial lung disease 233703007, pleura finding 301256004
+(the generic pleural finding, used for "other pleural abnormality").
 """
 
 from __future__ import annotations
@@ -114,8 +113,8 @@ FINDINGS: tuple[Finding, ...] = (
     _f("atelectasis", "Atelectasis", "Atelectasia", "46621007", chexpert=True),
     _f("pneumothorax", "Pneumothorax", "Neumotórax", "36118008", chexpert=True),
     _f("pleural_effusion", "Pleural effusion", "Derrame pleural", "60046008", chexpert=True),
-    _f("pleural_other", "Other pleural abnormality", "Otra alteración pleural", "79688008",
-       chexpert=True, verified=False),
+    _f("pleural_other", "Other pleural abnormality", "Otra alteración pleural", "301256004",
+       chexpert=True),
     _f("fracture", "Fracture", "Fractura", "125605004", chexpert=True),
     _f("support_devices", "Support devices", "Dispositivos de soporte", "49062001",
        chexpert=True, verified=False),
@@ -148,7 +147,7 @@ FINDINGS: tuple[Finding, ...] = (
     _f("scarring", "Scarring", "Cambios cicatriciales", "12402003", verified=False),
     _f("bronchiectasis", "Bronchiectasis", "Bronquiectasias", "12295008"),
     _f("interstitial_pattern", "Interstitial pattern", "Patrón intersticial", "233703007",
-       locatable=False, verified=False),
+       locatable=False),
     _f("tuberculosis", "Tuberculosis", "Tuberculosis", "154283005", verified=False),
 )
 
