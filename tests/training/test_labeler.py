@@ -39,6 +39,8 @@ EN_CASES = [
     ("Right IJ central venous catheter tip in the SVC. No acute disease.",
      {"support_devices": "present", "no_finding": "present"}),
     ("Calcified granuloma in the right upper lobe.", {"granuloma": "present"}),
+    ("No acute, displaced rib fractures.", {"fracture": "absent", "no_finding": "present"}),
+    ("Evidence of prior granulomatous infection.", {"granuloma": "present"}),
 ]
 
 ES_CASES = [

@@ -219,7 +219,10 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     ),
     "lung_opacity": (r"(?:bone|bony|mineral) densit(?:y|ies)", r"nodular opacit(?:y|ies)"),
     "hernia": (r"(?:inguinal|umbilical|ventral) hernias?",),
-    "pneumonia": (r"(?:urinary|urinary tract) infection",),
+    "pneumonia": (
+        r"(?:urinary|urinary tract) infection",
+        r"granulomatous (?:infection|disease|process)",
+    ),
     "support_devices": (r"(?:lobar|lung|partial) collapse",),
 }
 
@@ -315,7 +318,6 @@ PSEUDO: tuple[str, ...] = (
     r"not (?:only|necessarily|significantly changed|changed)",
     r"without (?:significant |interval )?change",
     r"gram negative",
-    r"no acute",
 )
 
 TERMINATORS: tuple[str, ...] = (
