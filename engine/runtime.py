@@ -213,15 +213,20 @@ class Engine:
                     raise
                 logger.warning("study %s not reported: %s", exc.study_instance_uid, exc)
                 results[index] = exc
-        for start in range(0, len(prepared), self.max_batch):
-            chunk = prepared[start : start + self.max_batch]
-            for (index, _), outcome in zip(
-                chunk, self._run_batch([p for _, p in chunk]), strict=True
-            ):
-                if isinstance(outcome, StudyError) and not return_exceptions:
-                    raise outcome
-                results[index] = outcome
+        outcomes = self.infer([p for _, p in prepared])
+        for (index, _), outcome in zip(prepared, outcomes, strict=True):
+            if isinstance(outcome, StudyError) and not return_exceptions:
+                raise outcome
+            results[index] = outcome
         return [r for r in results if r is not None]
+
+    def infer(self, prepared: Sequence[PreparedStudy]) -> list[StudyReport | StudyError]:
+        """Model part only (encoder, decoding, mapping) on already prepared studies, batched
+        ``max_batch`` at a time; a failed study's error takes its place in the list."""
+        outcomes: list[StudyReport | StudyError] = []
+        for start in range(0, len(prepared), self.max_batch):
+            outcomes.extend(self._run_batch(list(prepared[start : start + self.max_batch])))
+        return outcomes
 
     def report_study(self, datasets: Sequence[Dataset]) -> StudyReport:
         return self.report_studies([datasets])[0]

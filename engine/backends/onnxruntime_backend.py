@@ -34,14 +34,14 @@ class OnnxRuntimeBackend(Backend):
         return None
 
     def __init__(
-        self, artifact: EngineArtifact, device: str = "cpu", intra_op_threads: int = 0, **_: Any
+        self, artifact: EngineArtifact, device: str = "cpu", threads: int = 0, **_: Any
     ) -> None:
         super().__init__(artifact, device)
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = intra_op_threads
+        options.intra_op_num_threads = threads  # 0: one per physical core
         if device.startswith("cuda"):
             index = int(device.split(":")[1]) if ":" in device else 0
             providers: list[Any] = [

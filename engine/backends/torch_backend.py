@@ -6,6 +6,7 @@ Needs only ``torch`` (imported lazily, here alone), never the training code.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -30,9 +31,16 @@ class TorchBackend(Backend):
             return "torch sees no CUDA device"
         return None
 
-    def __init__(self, artifact: EngineArtifact, device: str = "cpu", **_: Any) -> None:
+    def __init__(
+        self, artifact: EngineArtifact, device: str = "cpu", threads: int = 0, **_: Any
+    ) -> None:
         super().__init__(artifact, device)
         import torch
+
+        if threads > 0:
+            # Process-wide in PyTorch. On a busy CPU, OpenMP threads that outnumber the free
+            # cores spin at barriers and slow decoding by an order of magnitude.
+            torch.set_num_threads(threads)
 
         self._torch = torch
         self._device = torch.device(device)
@@ -46,7 +54,10 @@ class TorchBackend(Backend):
                     path=graph,
                 )
             try:
-                program = torch.export.load(str(artifact.path(relative)))
+                with warnings.catch_warnings():
+                    # torch's own deserializer warns about its internal pytree API.
+                    warnings.simplefilter("ignore", FutureWarning)
+                    program = torch.export.load(str(artifact.path(relative)))
             except Exception as exc:  # torch raises many types for a bad archive
                 raise BackendError(
                     f"{artifact.path(relative)}: torch.export.load failed ({exc}); re-export "
