@@ -6,7 +6,10 @@ text point back at the original words.
 
 from __future__ import annotations
 
+import logging
 import unicodedata
+
+logger = logging.getLogger(__name__)
 
 
 def _fold_char(ch: str) -> str:
