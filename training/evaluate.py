@@ -26,7 +26,7 @@ from typing import Any
 
 from training.data.records import SECTIONS, StudyRecord
 from training.exceptions import PredictionsError
-from training.findings import FINDINGS_BY_KEY, Presence
+from training.findings import CHEXPERT_KEYS, FINDINGS_BY_KEY, Presence
 from training.labeler import get_labeler
 from training.metrics.clinical import ClinicalScores, clinical_scores
 from training.metrics.nlg import METRIC_NAMES, nlg_scores
@@ -89,6 +89,8 @@ class EvaluationResult:
     n_studies: int
     nlg: dict[str, Any]
     clinical: ClinicalScores
+    clinical_chexpert14: ClinicalScores | None = None
+    per_study: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
@@ -101,6 +103,9 @@ class EvaluationResult:
             "n_studies": self.n_studies,
             "nlg": self.nlg,
             "clinical": self.clinical.as_dict(),
+            "clinical_chexpert14": (
+                self.clinical_chexpert14.as_dict() if self.clinical_chexpert14 else None
+            ),
             "settings": self.settings,
             "missing_predictions": len(self.missing),
             "unknown_predictions": len(self.unknown),
@@ -163,6 +168,12 @@ def evaluate_predictions(
         ref_labels = [labeler.label(t, sections=False) for t in refs]
     hyp_labels = [labeler.label(t) for t in hyps]
     clinical = clinical_scores(ref_labels, hyp_labels, uncertain_as=uncertain_as)
+    # The 14 CheXpert observations alone: the label set of published "clinical efficacy" scores.
+    chexpert14 = clinical_scores(ref_labels, hyp_labels, CHEXPERT_KEYS, uncertain_as)
+    per_study = [
+        {"study_id": r.study_id, "reference_findings": dict(ref), "generated_findings": hyp}
+        for r, ref, hyp in zip(scored, ref_labels, hyp_labels, strict=True)
+    ]
     return EvaluationResult(
         dataset=dataset or (scored[0].dataset if scored else ""),
         split=split,
@@ -170,6 +181,8 @@ def evaluate_predictions(
         n_studies=len(scored),
         nlg=nlg,
         clinical=clinical,
+        clinical_chexpert14=chexpert14,
+        per_study=per_study,
         settings={
             "sections": list(sections),
             "tokenizer": tokenizer,
@@ -219,6 +232,16 @@ def to_markdown(result: EvaluationResult) -> str:
         f"| macro ({len(c.per_finding)} findings) | {c.macro_precision:.4f} | "
         f"{c.macro_recall:.4f} | {c.macro_f1:.4f} |"
     )
+    c14 = result.clinical_chexpert14
+    if c14 is not None:
+        lines.append(
+            f"| micro, CheXpert 14 | {c14.micro.precision:.4f} | {c14.micro.recall:.4f} | "
+            f"{c14.micro.f1:.4f} |"
+        )
+        lines.append(
+            f"| macro, CheXpert 14 ({len(c14.per_finding)} findings) | "
+            f"{c14.macro_precision:.4f} | {c14.macro_recall:.4f} | {c14.macro_f1:.4f} |"
+        )
     lines += [
         "",
         "| finding | precision | recall | F1 | support | predicted |",
@@ -236,9 +259,13 @@ def to_markdown(result: EvaluationResult) -> str:
 
 
 def write_results(result: EvaluationResult, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``metrics.json`` and ``metrics.md`` into ``out_dir`` (created if needed)."""
+    """Write ``metrics.json``, ``metrics.md`` and ``per_study.jsonl`` (each study's findings on
+    both sides, for reading the errors) into ``out_dir`` (created if needed)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with (out / "per_study.jsonl").open("w", encoding="utf-8") as fh:
+        for row in result.per_study:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     json_path = out / "metrics.json"
     md_path = out / "metrics.md"
     json_path.write_text(json.dumps(result.as_dict(), indent=2, ensure_ascii=False), "utf-8")

@@ -34,6 +34,13 @@ def test_evaluate_on_a_tiny_r2gen_split(r2gen_root: Path, tmp_path: Path,
     assert metrics["nlg"]["METEOR"] is None
     assert metrics["clinical"]["micro"]["f1"] == 1.0
     assert set(metrics["clinical"]["per_finding"]) == {"cardiomegaly", "pleural_effusion"}
+    assert metrics["clinical_chexpert14"]["micro"]["f1"] == 1.0
+    rows = [json.loads(x) for x in (out / "per_study.jsonl").read_text("utf-8").splitlines()]
+    assert rows == [{"study_id": "CXR2_IM-0002",
+                     "reference_findings": {"cardiomegaly": "present",
+                                            "pleural_effusion": "present"},
+                     "generated_findings": {"cardiomegaly": "present",
+                                            "pleural_effusion": "present"}}]
     table = (out / "metrics.md").read_text("utf-8")
     assert "| BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | METEOR | ROUGE-L | CIDEr |" in table
     assert "Cardiomegaly (`cardiomegaly`)" in table
