@@ -181,7 +181,7 @@ def nlg_scores(
     ids = [str(i) for i in range(len(references))]
     gts = _tokenize(dict(zip(ids, references, strict=True)), tokenizer)
     res = _tokenize(dict(zip(ids, hypotheses, strict=True)), tokenizer)
-    # pycocoevalcap scorers reject empty hypotheses silently badly; score them as a lone dot.
+    # An empty hypothesis would have no n-grams at all; score it as a lone full stop (about 0).
     res = {k: [v[0] if v[0].strip() else "."] for k, v in res.items()}
 
     out: dict[str, Any] = {}
