@@ -94,6 +94,13 @@ def test_spanish_meteor_runs_with_exact_and_stem() -> None:
     assert same["METEOR"] == pytest.approx(1.0, abs=1e-6)
 
 
+def test_empty_generated_report_scores_zero() -> None:
+    scores = nlg_scores(["No effusion.", "Cardiomegaly."], ["", "  "], meteor=False)
+    assert scores["BLEU-1"] < 1e-6
+    assert scores["ROUGE-L"] == 0.0
+    assert scores["CIDEr"] == 0.0
+
+
 def test_length_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="differ in length"):
         nlg_scores(["a"], ["a", "b"], meteor=False)

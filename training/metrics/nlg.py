@@ -38,6 +38,7 @@ from training.exceptions import MetricError
 logger = logging.getLogger(__name__)
 
 TOKENIZERS: tuple[str, ...] = ("r2gen", "ptb", "none")
+EMPTY_TOKEN = "emptyreportplaceholder"
 METRIC_NAMES: tuple[str, ...] = (
     "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"
 )
@@ -181,8 +182,10 @@ def nlg_scores(
     ids = [str(i) for i in range(len(references))]
     gts = _tokenize(dict(zip(ids, references, strict=True)), tokenizer)
     res = _tokenize(dict(zip(ids, hypotheses, strict=True)), tokenizer)
-    # An empty hypothesis would have no n-grams at all; score it as a lone full stop (about 0).
-    res = {k: [v[0] if v[0].strip() else "."] for k, v in res.items()}
+    # pycocoevalcap's ROUGE divides by the hypothesis length; an empty report becomes one token
+    # that matches nothing, so it scores (about) 0 instead of crashing or matching a ".".
+    empty = {k for k, h in zip(ids, hypotheses, strict=True) if not h.strip()}
+    res = {k: [EMPTY_TOKEN if k in empty else v[0]] for k, v in res.items()}
 
     out: dict[str, Any] = {}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
