@@ -144,7 +144,9 @@ def _apply_outcome(row: Delivery, outcome: StoreOutcome, delivery: DeliveryConfi
     row.attempts += 1
     row.updated_at = now
     row.last_status = outcome.status_code
-    row.last_error = outcome.reason or None
+    # A plain success leaves no error behind; a warning's meaning is kept for the record.
+    success = outcome.status is StoreStatus.SUCCESS
+    row.last_error = None if success else outcome.reason or None
     if outcome.stored:
         row.state = DeliveryState.DELIVERED
         logger.info("delivered %s to %s", row.sop_instance_uid, row.destination)
@@ -172,7 +174,7 @@ def _apply_outcome(row: Delivery, outcome: StoreOutcome, delivery: DeliveryConfi
         )
         row.next_attempt_at = now + timedelta(seconds=delay)
         logger.warning(
-            "delivery of %s to %s failed (attempt %d of %d), next in %.0f s: %s",
+            "delivery of %s to %s failed (attempt %d of %d), next in %.1f s: %s",
             row.sop_instance_uid,
             row.destination,
             row.attempts,

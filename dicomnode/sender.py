@@ -286,6 +286,10 @@ class StoreSCU:
         except (OSError, ssl.SSLError) as exc:
             return _all_transient(datasets, f"cannot connect: {exc}", where)
         if not assoc.is_established:
+            if assoc.rejected_contexts and not assoc.accepted_contexts:
+                # The peer answered but took none of the SOP classes (pynetdicom then
+                # aborts): like a single rejected context, resending unchanged cannot help.
+                return _all_refused_contexts(datasets, assoc, where)
             reason = _association_failure(assoc, tls=destination.tls is not None)
             logger.warning("delivery to %s failed: %s", where, reason)
             return _all_transient(datasets, reason, where)
@@ -342,6 +346,23 @@ def _association_failure(assoc: Association, *, tls: bool) -> str:
     if tls:
         causes = "TLS handshake failed (certificates), " + causes
     return f"association not established: {causes}"
+
+
+def _all_refused_contexts(
+    datasets: Sequence[Dataset], assoc: Association, where: str
+) -> list[StoreOutcome]:
+    rejected = sorted({str(cx.abstract_syntax) for cx in assoc.rejected_contexts})
+    reason = (
+        "not accepted by the peer: it accepted no presentation context for "
+        f"{', '.join(UID(u).name for u in rejected)}; configure the PACS to accept them"
+    )
+    logger.warning("delivery to %s refused: %s", where, reason)
+    return [
+        StoreOutcome(
+            str(ds.SOPInstanceUID), str(ds.SOPClassUID), StoreStatus.REFUSED, None, reason, where
+        )
+        for ds in datasets
+    ]
 
 
 def _all_transient(datasets: Sequence[Dataset], reason: str, where: str) -> list[StoreOutcome]:
