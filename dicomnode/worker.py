@@ -133,10 +133,16 @@ class ReportingWorker:
         written = []
         for ds in objects:
             relative = f"outputs/{study_uid}/{ds.SOPInstanceUID}.dcm"
+            written.append(OutputObject(str(ds.SOPInstanceUID), str(ds.SOPClassUID), relative))
+            if (self.data_dir / relative).exists():
+                # Same UID: the same images reported by the same engine, written by an earlier
+                # holder of the lease and perhaps queued or delivered already. Rewriting would
+                # change its bytes (content times) under that UID, so the first copy stays.
+                logger.info("%s already written; keeping it", relative)
+                continue
             buffer = io.BytesIO()
             ds.save_as(buffer, enforce_file_format=True)
             write_durably(self.data_dir / relative, buffer.getvalue(), self.data_dir)
-            written.append(OutputObject(str(ds.SOPInstanceUID), str(ds.SOPClassUID), relative))
         return written
 
     def _finish(
