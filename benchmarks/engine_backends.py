@@ -98,7 +98,11 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         backend_options={"threads": args.threads},
     )
     # Random weights may decode to blank text (a StudyError): timing is what counts here.
-    engine.report_studies(studies, return_exceptions=True)  # warm-up
+    # Warm-up at every shape measured below (batch of all studies, then one at a time):
+    # first calls at a new shape pay for lazy initialisation and allocator growth.
+    engine.report_studies(studies, return_exceptions=True)
+    for study in studies:
+        engine.report_studies([study], return_exceptions=True)
     latencies, preprocess, model = [], [], []
     for _ in range(args.repeats):
         for study in studies:

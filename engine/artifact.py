@@ -73,6 +73,8 @@ class FindingSpec(_Strict):
     name_es: str = Field(min_length=1)
     name_en: str = ""
     locatable: bool = False
+    #: False where training could not confirm the code against an authoritative source.
+    code_verified: bool = True
     threshold_present: float = Field(default=0.5, ge=0.0, le=1.0)
     threshold_absent: float = Field(default=0.2, ge=0.0, le=1.0)
 
@@ -151,6 +153,8 @@ class TensorRTPlanSpec(_Strict):
     compute_capability: str
     tensorrt_version: str
     precision: Literal["fp32", "fp16"] = "fp16"
+    #: Largest batch the plan's optimization profile accepts.
+    max_batch: int = Field(default=16, ge=1)
 
 
 class DecodingDefaults(_Strict):

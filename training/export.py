@@ -86,6 +86,7 @@ def finding_specs(
                 name_es=finding.name_es,
                 name_en=finding.name_en,
                 locatable=finding.locatable,
+                code_verified=bool(getattr(finding, "code_verified", True)),
                 threshold_present=present,
                 threshold_absent=absent,
             )

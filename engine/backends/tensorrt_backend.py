@@ -96,15 +96,12 @@ class TensorRTBackend(Backend):
                 and spec.tensorrt_version == self._trt.__version__
                 and spec.compute_capability == self._capability
                 and spec.precision == self._precision
+                and spec.max_batch >= self._max_batch
             ):
                 logger.info("TensorRT %s: using plan %s from the artifact", graph, spec.file)
                 return self.artifact.path(spec.file).read_bytes()
         onnx_name = manifest.graphs[graph].onnx
-        digest = manifest.files[onnx_name][:16]
-        cached = self._cache_dir / (
-            f"{graph}-{digest}-trt{self._trt.__version__}-sm{self._capability}-"
-            f"{self._precision}-b{self._max_batch}.plan"
-        )
+        cached = self.cache_path(graph)
         if cached.is_file():
             logger.info("TensorRT %s: using cached plan %s", graph, cached)
             return cached.read_bytes()
@@ -120,6 +117,14 @@ class TensorRTBackend(Backend):
         partial.write_bytes(plan)
         partial.replace(cached)  # atomic: a crash never leaves a truncated plan in the cache
         return plan
+
+    def cache_path(self, graph: str) -> Path:
+        """Where the plan built here for ``graph`` is cached."""
+        digest = self.artifact.manifest.files[self.artifact.manifest.graphs[graph].onnx][:16]
+        return self._cache_dir / (
+            f"{graph}-{digest}-trt{self._trt.__version__}-sm{self._capability}-"
+            f"{self._precision}-b{self._max_batch}.plan"
+        )
 
     def _profile_shapes(self, graph: str) -> dict[str, tuple[tuple[int, ...], ...]]:
         manifest = self.artifact.manifest
@@ -257,5 +262,51 @@ class TensorRTBackend(Backend):
         )
         return StepOutput(logits, keys, values)
 
+    @property
+    def gpu_name(self) -> str:
+        return str(self._gpu_name)
+
+    @property
+    def compute_capability(self) -> str:
+        return self._capability
+
     def describe(self) -> str:
         return f"tensorrt {self._trt.__version__} {self._precision} on {self._gpu_name}"
+
+
+def build_tensorrt_plans(
+    artifact_dir: str | Path, *, precision: str = "fp16", max_batch: int = 16
+) -> EngineArtifact:
+    """Build plans for this GPU and store them in the artifact (manifest rewritten).
+
+    Run on the hospital's GPU once; the runtime then loads the plans instead of building.
+    """
+    import shutil
+
+    import tensorrt as trt
+
+    from engine.artifact import TensorRTPlanSpec, load_artifact, write_manifest
+
+    artifact = load_artifact(artifact_dir)
+    backend = TensorRTBackend(artifact, precision=precision, max_batch=max_batch)
+    plans = list(artifact.manifest.tensorrt_plans)
+    (artifact.root / "tensorrt").mkdir(exist_ok=True)
+    for graph in (ENCODER_GRAPH, DECODER_GRAPH):
+        relative = f"tensorrt/{backend.cache_path(graph).name}"
+        if not backend.cache_path(graph).is_file():  # the plan came from the artifact itself
+            continue
+        shutil.copyfile(backend.cache_path(graph), artifact.root / relative)
+        plans.append(
+            TensorRTPlanSpec(
+                file=relative,
+                graph=graph,  # type: ignore[arg-type]
+                gpu_name=backend.gpu_name,
+                compute_capability=backend.compute_capability,
+                tensorrt_version=trt.__version__,
+                precision=precision,  # type: ignore[arg-type]
+                max_batch=max_batch,
+            )
+        )
+    return write_manifest(
+        artifact.root, artifact.manifest.model_copy(update={"tensorrt_plans": tuple(plans)})
+    )

@@ -147,3 +147,25 @@ def test_tensorrt_agrees_with_onnxruntime(
     # A second backend reuses the cached plan instead of building again.
     again = create_backend("tensorrt", tiny_artifact, fallback=False, cache_dir=str(tmp_path))
     np.testing.assert_allclose(again.encode(images).probs, b.probs, atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_trt_reason() is not None, reason=f"TensorRT unusable: {_trt_reason()}")
+def test_tensorrt_plans_baked_into_the_artifact(
+    tiny_artifact_dir: object, tmp_path: object
+) -> None:
+    import shutil
+    from pathlib import Path
+
+    from engine.artifact import load_artifact
+    from engine.backends.tensorrt_backend import build_tensorrt_plans
+
+    copy = Path(shutil.copytree(str(tiny_artifact_dir), Path(str(tmp_path)) / "engine"))
+    baked = build_tensorrt_plans(copy, max_batch=8)
+    assert {p.graph for p in baked.manifest.tensorrt_plans} == {"encoder", "decoder_step"}
+    reloaded = load_artifact(copy)  # checksums cover the plans too
+    backend = create_backend(
+        "tensorrt", reloaded, fallback=False, cache_dir=str(Path(str(tmp_path)) / "empty")
+    )
+    assert not (Path(str(tmp_path)) / "empty").exists()  # nothing built: the plans were used
+    assert backend.describe().startswith("tensorrt")
