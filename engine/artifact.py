@@ -4,7 +4,7 @@ runtime loads.
 Layout::
 
     manifest.json          what the artifact is (schema :class:`EngineManifest`) + file checksums
-    encoder.onnx           image(s) -> memory, finding probabilities, boxes
+    encoder.onnx           image(s) -> finding probabilities, boxes, image keys/values
     decoder_step.onnx      one incremental decoding step with an explicit key/value cache
     encoder.pt2            the same graphs as ``torch.export`` programs (PyTorch backend)
     decoder_step.pt2
@@ -49,8 +49,8 @@ MANIFEST_NAME = "manifest.json"
 ENCODER_GRAPH = "encoder"
 DECODER_GRAPH = "decoder_step"
 ENCODER_INPUTS = ("images",)
-ENCODER_OUTPUTS = ("memory", "probs", "boxes")
-DECODER_INPUTS = ("tokens", "memory", "past_keys", "past_values")
+ENCODER_OUTPUTS = ("probs", "boxes", "cross_keys", "cross_values")
+DECODER_INPUTS = ("tokens", "cross_keys", "cross_values", "past_keys", "past_values")
 DECODER_OUTPUTS = ("logits", "present_keys", "present_values")
 
 SectionTitle = Literal["Hallazgos", "Impresión"]
@@ -127,13 +127,14 @@ class TokenizerSpec(_Strict):
 
 
 class DecoderSpec(_Strict):
-    """Shape of the decoder-step graph's key/value cache ``[B, layers, heads, past, head_dim]``."""
+    """Shapes of the decoder-step graph: self-attention cache ``[B, layers, heads, past,
+    head_dim]`` and image keys/values ``[B, layers, heads, memory_tokens, head_dim]``."""
 
     num_layers: int = Field(gt=0)
     num_heads: int = Field(gt=0)
     head_dim: int = Field(gt=0)
     vocab_size: int = Field(gt=0)
-    memory_dim: int = Field(gt=0)
+    memory_tokens: int = Field(gt=0)
     max_positions: int = Field(gt=1)
 
 

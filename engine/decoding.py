@@ -23,10 +23,11 @@ from engine.backends.base import StepOutput
 
 logger = logging.getLogger(__name__)
 
-StepFn = Callable[
-    [NDArray[np.int64], NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]],
-    StepOutput,
-]
+Array = NDArray[np.float32]
+#: ``decode_step(tokens, cross_keys, cross_values, past_keys, past_values)``
+StepFn = Callable[[NDArray[np.int64], Array, Array, Array, Array], StepOutput]
+#: The image keys/values of each study, ``[B, layers, heads, S, head_dim]`` each.
+CrossCache = tuple[Array, Array]
 CacheFn = Callable[[int], tuple[NDArray[np.float32], NDArray[np.float32]]]
 
 
@@ -125,18 +126,19 @@ def _scores(
 def greedy_search(
     step: StepFn,
     empty_cache: CacheFn,
-    memory: NDArray[np.float32],
+    cross: CrossCache,
     config: DecodingConfig,
     rules: TokenRules,
 ) -> list[list[int]]:
     """Most probable token at each step; returns each study's ids without BOS/EOS."""
-    batch = memory.shape[0]
+    cross_keys, cross_values = cross
+    batch = cross_keys.shape[0]
     keys, values = empty_cache(batch)
     tokens = np.full((batch, 1), rules.bos, dtype=np.int64)
     sequences: list[list[int]] = [[] for _ in range(batch)]
     finished = np.zeros(batch, dtype=bool)
     for _ in range(config.max_length):
-        out = step(tokens, memory, keys, values)
+        out = step(tokens, cross_keys, cross_values, keys, values)
         keys, values = out.keys, out.values
         chosen = _scores(out.logits, sequences, config, rules).argmax(axis=-1)
         for row, token in enumerate(chosen.tolist()):
@@ -155,15 +157,16 @@ def greedy_search(
 def beam_search(
     step: StepFn,
     empty_cache: CacheFn,
-    memory: NDArray[np.float32],
+    cross: CrossCache,
     config: DecodingConfig,
     rules: TokenRules,
 ) -> list[list[int]]:
     """Beam search; a finished beam stays in the beam with its score frozen, so one beam is
     exactly greedy search."""
-    batch, beams = memory.shape[0], config.num_beams
+    batch, beams = cross[0].shape[0], config.num_beams
     rows = batch * beams
-    memory = np.repeat(memory, beams, axis=0)
+    # Beams of a study share its image keys/values; they never need reordering.
+    cross_keys, cross_values = (np.repeat(c, beams, axis=0) for c in cross)
     keys, values = empty_cache(rows)
     tokens = np.full((rows, 1), rules.bos, dtype=np.int64)
     sequences: list[list[int]] = [[] for _ in range(rows)]
@@ -172,7 +175,7 @@ def beam_search(
     scores = np.zeros((batch, beams))
     scores[:, 1:] = -np.inf  # all beams start identical: expand only the first
     for _ in range(config.max_length):
-        out = step(tokens, memory, keys, values)
+        out = step(tokens, cross_keys, cross_values, keys, values)
         logp = _scores(out.logits, sequences, config, rules)
         logp[finished] = -np.inf
         logp[finished, rules.pad] = 0.0  # frozen continuation of a finished hypothesis
@@ -213,13 +216,13 @@ def beam_search(
 def generate(
     step: StepFn,
     empty_cache: CacheFn,
-    memory: NDArray[np.float32],
+    cross: CrossCache,
     config: DecodingConfig,
     rules: TokenRules,
 ) -> list[list[int]]:
-    """Token ids for each study in ``memory[B, S, D]`` (BOS and EOS stripped)."""
-    if memory.shape[0] == 0:
+    """Token ids for each study of ``cross`` (BOS and EOS stripped)."""
+    if cross[0].shape[0] == 0:
         return []
     if config.num_beams == 1:
-        return greedy_search(step, empty_cache, memory, config, rules)
-    return beam_search(step, empty_cache, memory, config, rules)
+        return greedy_search(step, empty_cache, cross, config, rules)
+    return beam_search(step, empty_cache, cross, config, rules)

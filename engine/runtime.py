@@ -154,7 +154,7 @@ class Engine:
         out: list[StudyReport | StudyError | None] = [None] * len(studies)
         good: list[int] = []
         for i, study in enumerate(studies):
-            arrays = (encoded.memory[i], encoded.probs[i], encoded.boxes[i])
+            arrays = (encoded.probs[i], encoded.boxes[i], encoded.cross_keys[i])
             if not all(np.all(np.isfinite(a)) for a in arrays):
                 out[i] = EngineOutputError(
                     f"study {study.study_instance_uid}: the model produced NaN or infinite "
@@ -163,9 +163,12 @@ class Engine:
                 )
             else:
                 good.append(i)
-        memory = np.ascontiguousarray(encoded.memory[good])
+        cross = (
+            np.ascontiguousarray(encoded.cross_keys[good]),
+            np.ascontiguousarray(encoded.cross_values[good]),
+        )
         token_ids = generate(
-            self.backend.decode_step, self.backend.empty_cache, memory, self.decoding, self.rules
+            self.backend.decode_step, self.backend.empty_cache, cross, self.decoding, self.rules
         )
         for i, ids in zip(good, token_ids, strict=True):
             study = studies[i]

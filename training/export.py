@@ -207,8 +207,9 @@ def export_artifact(
     generator = torch.Generator().manual_seed(seed)
     dec = model.decoder
     images = torch.randn(2, config.num_views, spec.height, spec.width, generator=generator)
+    encoder_graph, step_graph = EncoderGraph(model), DecoderStepGraph(model)
     with torch.no_grad():
-        memory = model.encode(images)[0]
+        _, _, cross_keys, cross_values = encoder_graph(images)
     tokens = torch.randint(0, config.vocab_size, (2, 1), generator=generator)
     past = torch.randn(2, dec.num_layers, dec.num_heads, 3, dec.head_dim, generator=generator)
     batch = torch.export.Dim("batch", min=1, max=1024)
@@ -216,7 +217,7 @@ def export_artifact(
 
     with torch.no_grad():
         _export_graph(
-            EncoderGraph(model),
+            encoder_graph,
             (images,),
             {"images": {0: batch}},
             ENCODER_INPUTS,
@@ -226,11 +227,12 @@ def export_artifact(
         )
         cache_shape = {0: batch, 3: past_len}
         _export_graph(
-            DecoderStepGraph(model),
-            (tokens, memory, past, past.clone()),
+            step_graph,
+            (tokens, cross_keys, cross_values, past, past.clone()),
             {
                 "tokens": {0: batch},
-                "memory": {0: batch},
+                "cross_keys": {0: batch},
+                "cross_values": {0: batch},
                 "past_keys": cache_shape,
                 "past_values": cache_shape,
             },
@@ -244,7 +246,7 @@ def export_artifact(
         check_images = torch.randn(
             3, config.num_views, spec.height, spec.width, generator=generator
         )
-        encoder_out = model.encode(check_images)
+        encoder_out = encoder_graph(check_images)
         diffs = {
             f"encoder.{k}": v
             for k, v in _max_diffs(
@@ -258,11 +260,13 @@ def export_artifact(
         check_past = torch.randn(
             3, dec.num_layers, dec.num_heads, 5, dec.head_dim, generator=generator
         )
-        step = DecoderStepGraph(model)
-        step_out = step(check_tokens, encoder_out[0], check_past, check_past * 0.5)
+        step_out = step_graph(
+            check_tokens, encoder_out[2], encoder_out[3], check_past, check_past * 0.5
+        )
         feeds = {
             "tokens": check_tokens.numpy(),
-            "memory": encoder_out[0].numpy(),
+            "cross_keys": encoder_out[2].numpy(),
+            "cross_values": encoder_out[3].numpy(),
             "past_keys": check_past.numpy(),
             "past_values": (check_past * 0.5).numpy(),
         }
@@ -312,7 +316,7 @@ def export_artifact(
             num_heads=dec.num_heads,
             head_dim=dec.head_dim,
             vocab_size=config.vocab_size,
-            memory_dim=config.d_model,
+            memory_tokens=int(cross_keys.shape[3]),
             max_positions=config.max_positions,
         ),
         graphs={

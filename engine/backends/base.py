@@ -1,8 +1,9 @@
 """What every backend does, and the registry that creates backends by name.
 
-A backend runs the artifact's two graphs and nothing else: ``encode`` (images -> memory,
-finding probabilities, boxes) and ``decode_step`` (one token per sequence with a key/value
-cache). Inputs and outputs are NumPy arrays so decoding and reporting are backend-agnostic.
+A backend runs the artifact's two graphs and nothing else: ``encode`` (images -> finding
+probabilities, boxes, image keys/values for the decoder) and ``decode_step`` (one token per
+sequence with a key/value cache). Inputs and outputs are NumPy arrays so decoding and
+reporting are backend-agnostic.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EncoderOutput:
-    memory: NDArray[np.float32]  # [B, S, D] image tokens the decoder attends to
     probs: NDArray[np.float32]  # [B, F] finding probabilities, manifest order
     boxes: NDArray[np.float32]  # [B, L, 4] normalized boxes, one per locatable finding
+    cross_keys: NDArray[np.float32]  # [B, layers, heads, S, head_dim] image tokens' keys
+    cross_values: NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class Backend(ABC):
     def decode_step(
         self,
         tokens: NDArray[np.int64],
-        memory: NDArray[np.float32],
+        cross_keys: NDArray[np.float32],
+        cross_values: NDArray[np.float32],
         past_keys: NDArray[np.float32],
         past_values: NDArray[np.float32],
     ) -> StepOutput:

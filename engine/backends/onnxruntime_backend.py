@@ -91,15 +91,16 @@ class OnnxRuntimeBackend(Backend):
                 )
 
     def encode(self, images: NDArray[np.float32]) -> EncoderOutput:
-        memory, probs, boxes = self._sessions[ENCODER_GRAPH].run(
+        probs, boxes, cross_keys, cross_values = self._sessions[ENCODER_GRAPH].run(
             None, {"images": np.ascontiguousarray(images, dtype=np.float32)}
         )
-        return EncoderOutput(memory, probs, boxes)
+        return EncoderOutput(probs, boxes, cross_keys, cross_values)
 
     def decode_step(
         self,
         tokens: NDArray[np.int64],
-        memory: NDArray[np.float32],
+        cross_keys: NDArray[np.float32],
+        cross_values: NDArray[np.float32],
         past_keys: NDArray[np.float32],
         past_values: NDArray[np.float32],
     ) -> StepOutput:
@@ -107,7 +108,8 @@ class OnnxRuntimeBackend(Backend):
             None,
             {
                 "tokens": np.ascontiguousarray(tokens, dtype=np.int64),
-                "memory": memory,
+                "cross_keys": np.ascontiguousarray(cross_keys),
+                "cross_values": np.ascontiguousarray(cross_values),
                 "past_keys": np.ascontiguousarray(past_keys),
                 "past_values": np.ascontiguousarray(past_values),
             },

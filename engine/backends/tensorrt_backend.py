@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.artifact import DECODER_GRAPH, ENCODER_GRAPH, EngineArtifact
+from engine.artifact import (
+    DECODER_GRAPH,
+    DECODER_OUTPUTS,
+    ENCODER_GRAPH,
+    ENCODER_OUTPUTS,
+    EngineArtifact,
+)
 from engine.backends.base import Backend, EncoderOutput, StepOutput, register_backend
 from engine.exceptions import BackendError
 
@@ -140,35 +146,21 @@ class TensorRTBackend(Backend):
                     (b, v, spec.height, spec.width),
                 )
             }
-        memory_len = self._memory_length()
         cache = (
             (1, dec.num_layers, dec.num_heads, 0, dec.head_dim),
             (opt, dec.num_layers, dec.num_heads, dec.max_positions // 2, dec.head_dim),
             (b, dec.num_layers, dec.num_heads, dec.max_positions - 1, dec.head_dim),
         )
+        cross = tuple(
+            (n, dec.num_layers, dec.num_heads, dec.memory_tokens, dec.head_dim) for n in (1, opt, b)
+        )
         return {
             "tokens": ((1, 1), (opt, 1), (b, 1)),
-            "memory": (
-                (1, memory_len, dec.memory_dim),
-                (opt, memory_len, dec.memory_dim),
-                (b, memory_len, dec.memory_dim),
-            ),
+            "cross_keys": cross,
+            "cross_values": cross,
             "past_keys": cache,
             "past_values": cache,
         }
-
-    def _memory_length(self) -> int:
-        import onnxruntime
-
-        # The memory length is a static dimension of the encoder graph's output.
-        session = onnxruntime.InferenceSession(
-            str(self.artifact.path(self.artifact.manifest.graphs[ENCODER_GRAPH].onnx)),
-            providers=["CPUExecutionProvider"],
-        )
-        length = session.get_outputs()[0].shape[1]
-        if not isinstance(length, int):
-            raise BackendError("encoder.onnx memory length is not static; TensorRT needs it")
-        return length
 
     def _build(self, graph: str, onnx_path: Path) -> bytes:
         trt = self._trt
@@ -238,15 +230,16 @@ class TensorRTBackend(Backend):
         ]
 
     def encode(self, images: NDArray[np.float32]) -> EncoderOutput:
-        memory, probs, boxes = self._run(
-            ENCODER_GRAPH, {"images": images}, ("memory", "probs", "boxes")
+        probs, boxes, cross_keys, cross_values = self._run(
+            ENCODER_GRAPH, {"images": images}, ENCODER_OUTPUTS
         )
-        return EncoderOutput(memory, probs, boxes)
+        return EncoderOutput(probs, boxes, cross_keys, cross_values)
 
     def decode_step(
         self,
         tokens: NDArray[np.int64],
-        memory: NDArray[np.float32],
+        cross_keys: NDArray[np.float32],
+        cross_values: NDArray[np.float32],
         past_keys: NDArray[np.float32],
         past_values: NDArray[np.float32],
     ) -> StepOutput:
@@ -254,11 +247,12 @@ class TensorRTBackend(Backend):
             DECODER_GRAPH,
             {
                 "tokens": tokens,
-                "memory": memory,
+                "cross_keys": cross_keys,
+                "cross_values": cross_values,
                 "past_keys": past_keys,
                 "past_values": past_values,
             },
-            ("logits", "present_keys", "present_values"),
+            DECODER_OUTPUTS,
         )
         return StepOutput(logits, keys, values)
 

@@ -79,20 +79,22 @@ class TorchBackend(Backend):
 
     def encode(self, images: NDArray[np.float32]) -> EncoderOutput:
         with self._torch.inference_mode():
-            memory, probs, boxes = self._modules[ENCODER_GRAPH](self._in(images.astype(np.float32)))
-        return EncoderOutput(self._out(memory), self._out(probs), self._out(boxes))
+            outputs = self._modules[ENCODER_GRAPH](self._in(images.astype(np.float32)))
+        return EncoderOutput(*(self._out(t) for t in outputs))
 
     def decode_step(
         self,
         tokens: NDArray[np.int64],
-        memory: NDArray[np.float32],
+        cross_keys: NDArray[np.float32],
+        cross_values: NDArray[np.float32],
         past_keys: NDArray[np.float32],
         past_values: NDArray[np.float32],
     ) -> StepOutput:
         with self._torch.inference_mode():
             logits, keys, values = self._modules[DECODER_GRAPH](
                 self._in(tokens.astype(np.int64)),
-                self._in(memory),
+                self._in(cross_keys),
+                self._in(cross_values),
                 self._in(past_keys),
                 self._in(past_values),
             )

@@ -74,7 +74,7 @@ def test_encoder_outputs_agree(
     images = _study_images(ort_engine, real_datasets)
     a = ort_engine.backend.encode(images)
     b = torch_engine.backend.encode(images)
-    for name in ("memory", "probs", "boxes"):
+    for name in ("probs", "boxes", "cross_keys", "cross_values"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.shape == y.shape
         assert float(np.abs(x - y).max()) <= TOLERANCE, name
@@ -83,13 +83,14 @@ def test_encoder_outputs_agree(
 def test_decoder_step_agrees_with_cache(ort_engine: Engine, torch_engine: Engine) -> None:
     rng = np.random.default_rng(0)
     spec = ort_engine.artifact.manifest.decoder
-    memory = ort_engine.backend.encode(rng.standard_normal((2, 1, 64, 64), dtype=np.float32)).memory
+    encoded = ort_engine.backend.encode(rng.standard_normal((2, 1, 64, 64), dtype=np.float32))
+    cross = (encoded.cross_keys, encoded.cross_values)
     keys, values = ort_engine.backend.empty_cache(2)
     tk, tv = keys, values
     for step in range(5):
         tokens = rng.integers(0, spec.vocab_size, size=(2, 1))
-        a = ort_engine.backend.decode_step(tokens, memory, keys, values)
-        b = torch_engine.backend.decode_step(tokens, memory, tk, tv)
+        a = ort_engine.backend.decode_step(tokens, *cross, keys, values)
+        b = torch_engine.backend.decode_step(tokens, *cross, tk, tv)
         assert a.keys.shape == (2, spec.num_layers, spec.num_heads, step + 1, spec.head_dim)
         assert float(np.abs(a.logits - b.logits).max()) <= TOLERANCE
         keys, values, tk, tv = a.keys, a.values, b.keys, b.values
@@ -139,9 +140,11 @@ def test_tensorrt_agrees_with_onnxruntime(
     a, b = ort_engine.backend.encode(images), trt.encode(images)
     assert float(np.abs(a.probs - b.probs).max()) <= 2e-2
     keys, values = trt.empty_cache(len(images))
-    step = trt.decode_step(np.ones((len(images), 1), np.int64), a.memory, keys, values)
+    step = trt.decode_step(
+        np.ones((len(images), 1), np.int64), a.cross_keys, a.cross_values, keys, values
+    )
     ref = ort_engine.backend.decode_step(
-        np.ones((len(images), 1), np.int64), a.memory, keys, values
+        np.ones((len(images), 1), np.int64), a.cross_keys, a.cross_values, keys, values
     )
     assert float(np.abs(step.logits - ref.logits).max()) <= 5e-2
     # A second backend reuses the cached plan instead of building again.

@@ -28,10 +28,10 @@ class TableModel:
         self.table = np.log(np.clip(table, 1e-9, None)).astype(np.float32)
         self.calls = 0
 
-    def step(self, tokens, memory, keys, values):  # type: ignore[no-untyped-def]
+    def step(self, tokens, cross_keys, cross_values, keys, values):  # type: ignore[no-untyped-def]
         self.calls += 1
         grown = np.concatenate([keys, np.zeros((*keys.shape[:3], 1, 1), np.float32)], axis=3)
-        logits = self.table[tokens[:, 0]] + memory[:, 0, :1]  # memory shifts nothing (zeros)
+        logits = self.table[tokens[:, 0]] + cross_keys[:, 0, 0, 0, :1]  # zeros: no shift
         return StepOutput(logits.astype(np.float32), grown, grown.copy())
 
     @staticmethod
@@ -48,12 +48,13 @@ def _table(vocab: int, rows: dict[int, dict[int, float]], default: dict[int, flo
     return table / table.sum(axis=1, keepdims=True)
 
 
-def _memory(batch: int) -> np.ndarray:
-    return np.zeros((batch, 3, 4), np.float32)
+def _cross(batch: int) -> tuple[np.ndarray, np.ndarray]:
+    zeros = np.zeros((batch, 1, 1, 3, 4), np.float32)
+    return zeros, zeros.copy()
 
 
 def _run(model: TableModel, batch: int = 1, **config: object) -> list[list[int]]:
-    return generate(model.step, model.empty, _memory(batch), DecodingConfig(**config), RULES)  # type: ignore[arg-type]
+    return generate(model.step, model.empty, _cross(batch), DecodingConfig(**config), RULES)  # type: ignore[arg-type]
 
 
 def test_beam_finds_the_better_hypothesis_greedy_misses() -> None:
@@ -74,9 +75,9 @@ def test_greedy_equals_beam_with_one_beam_on_random_tables() -> None:
         table = rng.dirichlet(np.ones(12) * 0.3, size=12)
         model = TableModel(table)
         config = DecodingConfig(max_length=15, min_length=2, repetition_penalty=1.2)
-        memory = _memory(3)
-        assert greedy_search(model.step, model.empty, memory, config, RULES) == beam_search(
-            model.step, model.empty, memory, config, RULES
+        cross = _cross(3)
+        assert greedy_search(model.step, model.empty, cross, config, RULES) == beam_search(
+            model.step, model.empty, cross, config, RULES
         )
 
 
@@ -138,14 +139,19 @@ def test_config_validation() -> None:
 def test_real_decoder_batching_matches_one_at_a_time(ort_engine: Engine, num_beams: int) -> None:
     backend = ort_engine.backend
     rng = np.random.default_rng(7)
-    memory = backend.encode(rng.standard_normal((3, 1, 64, 64), dtype=np.float32)).memory
+    encoded = backend.encode(rng.standard_normal((3, 1, 64, 64), dtype=np.float32))
+    cross = (encoded.cross_keys, encoded.cross_values)
     config = DecodingConfig(
         num_beams=num_beams, max_length=12, min_length=2, no_repeat_ngram_size=2
     )
-    batched = generate(backend.decode_step, backend.empty_cache, memory, config, ort_engine.rules)
+    batched = generate(backend.decode_step, backend.empty_cache, cross, config, ort_engine.rules)
     single = [
         generate(
-            backend.decode_step, backend.empty_cache, memory[i : i + 1], config, ort_engine.rules
+            backend.decode_step,
+            backend.empty_cache,
+            (cross[0][i : i + 1], cross[1][i : i + 1]),
+            config,
+            ort_engine.rules,
         )[0]
         for i in range(3)
     ]
@@ -155,9 +161,10 @@ def test_real_decoder_batching_matches_one_at_a_time(ort_engine: Engine, num_bea
 
 def test_real_decoder_greedy_equals_one_beam(ort_engine: Engine) -> None:
     backend = ort_engine.backend
-    memory = backend.encode(
+    encoded = backend.encode(
         np.random.default_rng(8).standard_normal((2, 1, 64, 64), dtype=np.float32)
-    ).memory
+    )
     config = DecodingConfig(max_length=16, min_length=3)
-    args = (backend.decode_step, backend.empty_cache, memory, config, ort_engine.rules)
+    cross = (encoded.cross_keys, encoded.cross_values)
+    args = (backend.decode_step, backend.empty_cache, cross, config, ort_engine.rules)
     assert greedy_search(*args) == beam_search(*args)

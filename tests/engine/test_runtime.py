@@ -54,11 +54,11 @@ def test_text_is_only_what_the_decoder_produced(
     ort_engine: Engine, real_datasets: dict[str, Dataset]
 ) -> None:
     study = ort_engine.prepare_study([real_datasets["siim_chest_cr_jpeg_baseline.dcm"]])
-    memory = ort_engine.backend.encode(study.images[None]).memory
+    encoded = ort_engine.backend.encode(study.images[None])
     ids = generate(
         ort_engine.backend.decode_step,
         ort_engine.backend.empty_cache,
-        memory,
+        (encoded.cross_keys, encoded.cross_values),
         ort_engine.decoding,
         ort_engine.rules,
     )[0]
@@ -111,10 +111,10 @@ class NaNBackend(Backend):
         out = self.inner.encode(images)
         probs = out.probs.copy()
         probs[self.poison, 0] = np.nan
-        return EncoderOutput(out.memory, probs, out.boxes)
+        return EncoderOutput(probs, out.boxes, out.cross_keys, out.cross_values)
 
-    def decode_step(self, tokens, memory, past_keys, past_values) -> StepOutput:  # type: ignore[no-untyped-def]
-        return self.inner.decode_step(tokens, memory, past_keys, past_values)
+    def decode_step(self, *arrays: np.ndarray) -> StepOutput:  # type: ignore[override]
+        return self.inner.decode_step(*arrays)
 
 
 def test_nan_output_fails_only_that_study(

@@ -29,10 +29,16 @@ def test_graphs_are_valid_onnx_with_kv_cache_io(tiny: object) -> None:
     decoder = onnx.load(str(root / "decoder_step.onnx"))
     onnx.checker.check_model(encoder, full_check=True)
     onnx.checker.check_model(decoder, full_check=True)
-    assert [i.name for i in decoder.graph.input] == ["tokens", "memory", "past_keys", "past_values"]
+    assert [i.name for i in decoder.graph.input] == [
+        "tokens",
+        "cross_keys",
+        "cross_values",
+        "past_keys",
+        "past_values",
+    ]
     assert [o.name for o in decoder.graph.output] == ["logits", "present_keys", "present_values"]
     # Batch and cache length are symbolic so one graph serves every step and batch size.
-    past = decoder.graph.input[2].type.tensor_type.shape.dim
+    past = decoder.graph.input[3].type.tensor_type.shape.dim
     assert past[0].dim_param and past[3].dim_param
 
 
@@ -40,7 +46,8 @@ def test_manifest_records_agreement_and_training_summary(tiny: object) -> None:
     manifest = json.loads((tiny.root / MANIFEST_NAME).read_text(encoding="utf-8"))  # type: ignore[attr-defined]
     diffs = manifest["export"]["max_abs_diff"]
     assert set(diffs) == {
-        "encoder.memory",
+        "encoder.cross_keys",
+        "encoder.cross_values",
         "encoder.probs",
         "encoder.boxes",
         "decoder_step.logits",

@@ -51,6 +51,8 @@ def test_forward_shapes_and_ranges(views: int) -> None:
     assert ((boxes >= 0) & (boxes <= 1)).all()
     assert logits.shape == (3, 9, 97)
     assert memory.shape == (3, views * 16, 32)  # 64 / 2**4 = 4x4 tokens per view
+    cross_keys, cross_values = model.decoder.cross_cache(memory)
+    assert cross_keys.shape == cross_values.shape == (3, 2, 4, views * 16, 8)
 
 
 def test_incremental_decoding_equals_full_pass() -> None:
@@ -60,11 +62,12 @@ def test_incremental_decoding_equals_full_pass() -> None:
     with torch.no_grad():
         memory = model.encode(images)[0]
         empty = model.decoder.empty_cache(2)
-        full, _, _ = model.decoder(tokens, memory, empty, empty)
+        cross = model.decoder.cross_cache(memory)
+        full, _, _ = model.decoder(tokens, *cross, empty, empty)
         keys, values = empty, empty
         steps = []
         for t in range(7):
-            logits, keys, values = model.decoder(tokens[:, t : t + 1], memory, keys, values)
+            logits, keys, values = model.decoder(tokens[:, t : t + 1], *cross, keys, values)
             steps.append(logits)
     assert keys.shape == (2, 2, 4, 7, 8)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
@@ -77,8 +80,9 @@ def test_causal_mask_future_tokens_do_not_leak() -> None:
     a = torch.tensor([[1, 10, 11, 12]])
     b = torch.tensor([[1, 10, 50, 60]])
     with torch.no_grad():
-        la = model.decoder(a, memory, empty, empty)[0]
-        lb = model.decoder(b, memory, empty, empty)[0]
+        cross = model.decoder.cross_cache(memory)
+        la = model.decoder(a, *cross, empty, empty)[0]
+        lb = model.decoder(b, *cross, empty, empty)[0]
     torch.testing.assert_close(la[:, :2], lb[:, :2])
     assert not torch.allclose(la[:, 2:], lb[:, 2:])
 

@@ -86,19 +86,23 @@ class CXRReportModel(nn.Module):
         """Teacher-forced pass for training: probabilities, boxes, logits ``[B, T, V]``."""
         memory, probs, boxes = self.encode(images)
         empty = self.decoder.empty_cache(images.shape[0], images.device)
-        logits, _, _ = self.decoder(tokens, memory, empty, empty)
+        logits, _, _ = self.decoder(tokens, *self.decoder.cross_cache(memory), empty, empty)
         return probs, boxes, logits
 
 
 class EncoderGraph(nn.Module):
-    """What ``encoder.onnx`` holds: ``images -> (memory, probs, boxes)``."""
+    """What ``encoder.onnx`` holds: ``images -> (probs, boxes, cross_keys, cross_values)``."""
 
     def __init__(self, model: CXRReportModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.model.encode(images)
+    def forward(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        memory, probs, boxes = self.model.encode(images)
+        cross_keys, cross_values = self.model.decoder.cross_cache(memory)
+        return probs, boxes, cross_keys, cross_values
 
 
 class DecoderStepGraph(nn.Module):
@@ -111,11 +115,14 @@ class DecoderStepGraph(nn.Module):
     def forward(
         self,
         tokens: torch.Tensor,
-        memory: torch.Tensor,
+        cross_keys: torch.Tensor,
+        cross_values: torch.Tensor,
         past_keys: torch.Tensor,
         past_values: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits, keys, values = self.decoder(tokens, memory, past_keys, past_values)
+        logits, keys, values = self.decoder(
+            tokens, cross_keys, cross_values, past_keys, past_values
+        )
         return logits[:, -1], keys, values
 
 

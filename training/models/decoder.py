@@ -1,19 +1,25 @@
 """Transformer text decoder with an explicit key/value cache.
 
-The cache is two tensors ``[B, layers, heads, past, head_dim]`` (keys, values) passed in and
-returned grown by the new tokens, so the exported decoder-step graph decodes incrementally
-and the runtime can reorder it for beam search with a plain gather on axis 0.
+The self-attention cache is two tensors ``[B, layers, heads, past, head_dim]`` (keys, values)
+passed in and returned grown by the new tokens, so the exported decoder-step graph decodes
+incrementally and the runtime can reorder it for beam search with a plain gather on axis 0.
+The image tokens' keys and values (``[B, layers, heads, S, head_dim]``) are computed once by
+the encoder graph, not at every step.
 """
 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
 
 
 class CrossAttention(nn.Module):
+    """Attention on the image tokens; their keys/values are projected once per study
+    (:meth:`project`) and reused at every decoding step."""
+
     def __init__(self, d_model: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads, self.head_dim = num_heads, d_model // num_heads
@@ -21,12 +27,17 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(d_model, 2 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    def project(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``memory[B, S, D]`` -> keys, values ``[B, heads, S, head_dim]``."""
+        b = memory.shape[0]
+        k, v = self.kv(memory).view(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q = self.q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k, v = self.kv(memory).view(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)
-        return self.out((weights @ v).transpose(1, 2).reshape(b, t, d))
+        weights = torch.softmax(q @ keys.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)
+        return self.out((weights @ values).transpose(1, 2).reshape(b, t, d))
 
 
 class CachedSelfAttention(nn.Module):
@@ -65,14 +76,15 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        memory: torch.Tensor,
+        cross_k: torch.Tensor,
+        cross_v: torch.Tensor,
         past_k: torch.Tensor,
         past_v: torch.Tensor,
         mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         attended, k, v = self.self_attn(self.norm1(x), past_k, past_v, mask)
         x = x + self.dropout(attended)
-        x = x + self.dropout(self.cross_attn(self.norm2(x), memory))
+        x = x + self.dropout(self.cross_attn(self.norm2(x), cross_k, cross_v))
         x = x + self.dropout(self.ffn(self.norm3(x)))
         return x, k, v
 
@@ -106,10 +118,20 @@ class TextDecoder(nn.Module):
     def empty_cache(self, batch: int, device: torch.device | None = None) -> torch.Tensor:
         return torch.zeros(batch, self.num_layers, self.num_heads, 0, self.head_dim, device=device)
 
+    def cross_cache(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image-token keys and values of every layer ``[B, layers, heads, S, head_dim]``,
+        computed once per study instead of at every step."""
+        pairs = [cast(DecoderLayer, layer).cross_attn.project(memory) for layer in self.layers]
+        return (
+            torch.stack([k for k, _ in pairs], dim=1),
+            torch.stack([v for _, v in pairs], dim=1),
+        )
+
     def forward(
         self,
         tokens: torch.Tensor,
-        memory: torch.Tensor,
+        cross_keys: torch.Tensor,
+        cross_values: torch.Tensor,
         past_keys: torch.Tensor,
         past_values: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,7 +144,14 @@ class TextDecoder(nn.Module):
         mask = key_positions.unsqueeze(0) <= positions.unsqueeze(1)  # causal over cache + new
         keys, values = [], []
         for index, layer in enumerate(self.layers):
-            x, k, v = layer(x, memory, past_keys[:, index], past_values[:, index], mask)
+            x, k, v = layer(
+                x,
+                cross_keys[:, index],
+                cross_values[:, index],
+                past_keys[:, index],
+                past_values[:, index],
+                mask,
+            )
             keys.append(k)
             values.append(v)
         logits = self.lm_head(self.norm(x))
