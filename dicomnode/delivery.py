@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -209,13 +211,30 @@ def deliver_due(
                     f"destination {name!r} is no longer configured; add it back or retry later",
                 )
             continue
+        # Read every object first: one missing or damaged file must fail its own row (with
+        # backoff, then dead letters), not the whole run and every row queued behind it.
+        readable: list[tuple[int, Dataset]] = []
+        for row_id, path in items:
+            try:
+                readable.append((row_id, dcmread(data_dir / path)))
+            except (OSError, InvalidDicomError) as exc:
+                outcomes[row_id] = StoreOutcome(
+                    "",
+                    "",
+                    StoreStatus.TRANSIENT,
+                    None,
+                    f"cannot read the report object {path}: {exc}; restore the file (dead "
+                    "letters are sent again by `dicomnode retry`)",
+                )
+        if not readable:
+            continue
         destination = to_destination(dest_config, config.delivery)
         results = send_objects(
             destination,
-            [data_dir / path for _, path in items],
+            [ds for _, ds in readable],
             calling_ae_title=config.delivery.calling_ae_title,
         )
-        for (row_id, _), outcome in zip(items, results, strict=True):
+        for (row_id, _), outcome in zip(readable, results, strict=True):
             outcomes[row_id] = outcome
     with session_scope(sessions) as session:
         for row_id, outcome in outcomes.items():

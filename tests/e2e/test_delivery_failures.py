@@ -14,6 +14,7 @@ from support.dicom_peers import free_port, start_status_scp, start_storescp
 
 from dicomnode.cli import main
 from dicomnode.db import DeliveryState, StudyState
+from dicomnode.delivery import deliver_due
 from dicomnode.server import ReceivingNode
 from dicomnode.worker import ReportEngine, ReportingWorker
 
@@ -95,6 +96,8 @@ def test_dead_letters_are_listed_then_retried_to_a_live_peer(
         received = {p.name.split(".", 1)[1] for p in peer.directory.iterdir()}
         assert received == {p.stem for p in output_files(node.data_dir)}
         assert all(r.attempts == 1 for r in deliveries(node.sessions))
+        # Association reuse: every object of the run went over one association.
+        assert peer.log().count("Association Acknowledged") == 1
     finally:
         peer.stop()
     assert main(["--config", str(config), "status", "--json"]) == 0
@@ -153,3 +156,48 @@ def test_refusals_are_kept_with_their_status_and_not_retried(
 @pytest.fixture(autouse=True)
 def _quiet_pynetdicom(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("CRITICAL", logger="pynetdicom")
+
+
+def test_an_unreadable_object_does_not_hold_back_the_others(
+    make_node: Callable[..., ReceivingNode],
+    report_engine: ReportEngine,
+    dicom_dir: Path,
+    tmp_path: Path,
+) -> None:
+    peer = start_storescp(tmp_path / "peer")
+    try:
+        node = reported_node(
+            make_node,
+            report_engine,
+            dicom_dir,
+            delivery={
+                "destinations": [destination("archive", peer.ae_title, peer.port)],
+                "check_interval_seconds": 3600,  # runs by hand below
+                "backoff_initial_seconds": 0.1,
+                "max_attempts": 2,
+            },
+        )
+        outputs = output_files(node.data_dir)
+        assert len(outputs) >= 2
+        lost, damaged = outputs[0], outputs[1]
+        lost.unlink()  # e.g. removed by hand, or a disk error
+        damaged.write_bytes(b"not DICOM at all")
+        assert deliver_due(node.sessions, node.config, node.data_dir) == len(outputs)
+        rows = {node.data_dir / r.path: r for r in deliveries(node.sessions)}
+        for path in (lost, damaged):
+            assert rows[path].state == DeliveryState.PENDING
+            assert rows[path].attempts == 1
+            assert str(path.name) in (rows[path].last_error or "")
+        others = [r for p, r in rows.items() if p not in (lost, damaged)]
+        assert all(r.state == DeliveryState.DELIVERED for r in others)
+        received = {p.name.split(".", 1)[1] for p in peer.directory.iterdir()}
+        assert received == {r.sop_instance_uid for r in others}
+
+        time.sleep(0.2)
+        deliver_due(node.sessions, node.config, node.data_dir)
+        for path in (lost, damaged):
+            assert rows[path].id in {
+                r.id for r in deliveries(node.sessions) if r.state == DeliveryState.DEAD
+            }
+    finally:
+        peer.stop()
