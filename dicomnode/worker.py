@@ -162,6 +162,9 @@ class ReportingWorker:
                 )
                 return
             study.lease_owner = study.lease_expires_at = None
+            # A result (or a newer revision) ends this round: attempts count claims without a
+            # result, so a study reopened by later images is not failed for earlier rounds.
+            study.attempts = 0
             if study.revision != claimed.revision:
                 # New instances arrived while reporting: wait for stability and report again.
                 study.set_state(StudyState.RECEIVED)

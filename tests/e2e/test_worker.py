@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 from dicomnode.cli import main
 from dicomnode.db import StudyState
 from dicomnode.server import ReceivingNode
-from dicomnode.worker import ReportEngine, ReportingWorker
+from dicomnode.worker import MAX_STUDY_ATTEMPTS, ReportEngine, ReportingWorker
 from engine.artifact import EngineArtifact
 from engine.exceptions import StudyError
 from engine.result import StudyReport
@@ -128,7 +128,8 @@ def test_expired_lease_is_redone_with_the_same_uids_and_the_late_result_dropped(
     (study,) = studies(node.sessions).values()
     assert study.state == StudyState.REPORTED
     assert study.lease_owner is None and study.lease_expires_at is None
-    assert study.attempts == 2
+    assert study.attempts == 0  # a result ends the round of claims
+    assert "held by A expired; redoing it" in caplog.text
     assert "lost the lease" in caplog.text
     # A finished late on the same images: its objects carry B's UIDs (no new file), what B
     # queued for delivery is left as it was, and A's result was dropped (no new rows).
@@ -185,3 +186,48 @@ def test_worker_command_refuses_without_a_trained_engine(
     assert "test artifact" in err and "random" in err
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.dcm"))
 
+
+
+def test_a_study_reopened_many_times_is_reported_each_time(
+    make_node: Callable[..., ReceivingNode], report_engine: ReportEngine, dicom_dir: Path
+) -> None:
+    # Images of one study trickling in over time (each batch after the stability window):
+    # every revision is a new report, not another attempt at the old one.
+    node = make_node(**UNDELIVERED)
+    study_uid = generate_uid()
+    worker = ReportingWorker(node.config, node.sessions, report_engine, worker_id="w")
+    for round_ in range(1, 6):
+        send_datasets(node.port, [renamed_copy(dicom_dir / SIIM, study_uid=study_uid)])
+        queued(node, 1)
+        assert drain(worker) == 1
+        study = studies(node.sessions)[study_uid]
+        assert (study.state, study.instance_count) == (StudyState.REPORTED, round_), study.error
+
+
+class CrashingEngine:
+    """An engine whose backend fails on every batch (e.g. the GPU ran out of memory)."""
+
+    def report_studies(
+        self, studies: Sequence[Sequence[Dataset]], *, return_exceptions: bool
+    ) -> list[StudyReport | StudyError]:
+        raise RuntimeError("CUDA error: out of memory")
+
+
+def test_engine_crashes_requeue_then_fail_the_study_with_the_reason(
+    make_node: Callable[..., ReceivingNode], dicom_dir: Path
+) -> None:
+    node = make_node(**UNDELIVERED)
+    study_uid = generate_uid()
+    send_datasets(node.port, [renamed_copy(dicom_dir / SIIM, study_uid=study_uid)])
+    queued(node, 1)
+    worker = ReportingWorker(node.config, node.sessions, CrashingEngine(), worker_id="w")
+    for attempt in range(1, MAX_STUDY_ATTEMPTS + 1):
+        assert worker.process_once() == 1
+        study = studies(node.sessions)[study_uid]
+        assert (study.state, study.attempts) == (StudyState.QUEUED, attempt)
+        assert "out of memory" in (study.error or "")
+    assert worker.process_once() == 0
+    study = studies(node.sessions)[study_uid]
+    assert study.state == StudyState.FAILED
+    assert f"no result after {MAX_STUDY_ATTEMPTS} attempts" in (study.error or "")
+    assert deliveries(node.sessions) == []
