@@ -61,6 +61,17 @@ def orthanc_studies(peer: Peer) -> dict[str, dict[str, list[str]]]:
     return found
 
 
+def referenced_images(ds: pydicom.Dataset) -> set[str]:
+    """SOP Instance UIDs an SR (evidence) or a presentation state (applied to) refers to."""
+    found = set()
+    for evidence in ds.get("CurrentRequestedProcedureEvidenceSequence", []):
+        for series in evidence.ReferencedSeriesSequence:
+            found |= {str(i.ReferencedSOPInstanceUID) for i in series.ReferencedSOPSequence}
+    for series in ds.get("ReferencedSeriesSequence", []):
+        found |= {str(i.ReferencedSOPInstanceUID) for i in series.ReferencedImageSequence}
+    return found
+
+
 def delivered(node: ReceivingNode) -> bool:
     rows = deliveries(node.sessions)
     return bool(rows) and all(r.state == DeliveryState.DELIVERED for r in rows)
@@ -112,6 +123,11 @@ def test_real_files_are_reported_into_their_own_study_in_orthanc(
         for study_uid, objects in by_study.items():
             uids = [str(ds.SOPInstanceUID) for ds in objects]
             assert set(uids) <= set(in_pacs[study_uid]["instances"])
+            # Every image an object refers to is one the PACS holds in that same study.
+            for ds in objects:
+                referenced = referenced_images(ds)
+                assert referenced, f"{ds.SOPClassUID.name} refers to no image"
+                assert referenced <= set(in_pacs[study_uid]["instances"]) - set(uids)
             classes = Counter(ds.SOPClassUID.name for ds in objects)
             assert classes["Basic Text SR Storage"] == 1
             assert "SR" in in_pacs[study_uid]["modalities"]
