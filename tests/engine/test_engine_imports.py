@@ -1,4 +1,4 @@
-"""Package boundaries: the engine runtime loads without torch, pynetdicom or training."""
+"""The engine runtime loads without torch (lazy, PyTorch backend only), pynetdicom or training."""
 
 from __future__ import annotations
 
