@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -80,12 +80,8 @@ class Engine:
                 limit,
                 limit,
             )
-            self.decoding = DecodingConfig(
-                **{
-                    **decoding.__dict__,
-                    "max_length": limit,
-                    "min_length": min(decoding.min_length, limit),
-                }
+            self.decoding = replace(
+                decoding, max_length=limit, min_length=min(decoding.min_length, limit)
             )
 
     @property

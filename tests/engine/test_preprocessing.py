@@ -225,3 +225,23 @@ def test_image_file_real_nih_jpeg(shared_data: object) -> None:
         assert prepared.pixels.shape == (64, 64)
         assert prepared.sop_instance_uid == path.stem
         assert prepared.pixels.std() > 0.1
+
+
+def test_signed_pixels_with_rescale() -> None:
+    unsigned = phantom(48, 40, 12).astype(np.int16)
+    signed = (unsigned - 2048).astype(np.int16)  # stored values straddle zero
+    ds = make_dataset(signed.view(np.uint16), bits_stored=12, RescaleSlope=1, RescaleIntercept=0)
+    ds.PixelRepresentation = 1
+    ds.PixelData = signed.tobytes()
+    display = dicom_to_display(ds)
+    reference = dicom_to_display(make_dataset(unsigned.astype(np.uint16), bits_stored=12))
+    np.testing.assert_allclose(display, reference, atol=1e-6)
+
+
+def test_multiframe_uses_the_first_frame() -> None:
+    frames = np.stack([phantom(32, 32, 8), 255 - phantom(32, 32, 8)])
+    ds = make_dataset(frames[0], bits_stored=8)
+    ds.NumberOfFrames = 2
+    ds.PixelData = frames.tobytes()
+    single = dicom_to_display(make_dataset(frames[0], bits_stored=8))
+    np.testing.assert_allclose(dicom_to_display(ds), single, atol=1e-6)
