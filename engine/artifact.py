@@ -88,6 +88,16 @@ class FindingSpec(_Strict):
         return self
 
     def to_code(self) -> FindingCode:
+        """The code written into reports.
+
+        An unconfirmed standard code is never emitted as SNOMED CT or RadLex: a wrong
+        concept id in a PACS is worse than an honest local code, so the finding is coded in
+        the node's private scheme ``99CXR`` under its key until the code is confirmed.
+        """
+        if not self.code_verified:
+            return FindingCode(
+                value=self.key, scheme="99CXR", meaning_es=self.name_es, meaning_en=self.name_en
+            )
         return FindingCode(
             value=self.code_value,
             scheme=self.code_scheme,

@@ -150,3 +150,19 @@ def test_finding_set_mismatch_with_graph_refused(artifact_copy: Path) -> None:
 def test_test_artifact_is_refused_by_default(tiny_artifact: EngineArtifact) -> None:
     with pytest.raises(ArtifactError, match="test artifact with random weights"):
         create_engine(tiny_artifact)
+
+
+def test_unconfirmed_codes_are_reported_in_the_local_scheme() -> None:
+    from engine.artifact import FindingSpec
+
+    spec = dict(
+        key="enlarged_cardiomediastinum",
+        code_value="123",
+        code_scheme="SCT",
+        name_es="Mediastino ensanchado",
+    )
+    confirmed = FindingSpec(**spec).to_code()
+    assert (confirmed.scheme, confirmed.value) == ("SCT", "123")
+    unconfirmed = FindingSpec(**spec, code_verified=False).to_code()
+    assert (unconfirmed.scheme, unconfirmed.value) == ("99CXR", "enlarged_cardiomediastinum")
+    assert unconfirmed.meaning_es == "Mediastino ensanchado"
