@@ -109,9 +109,11 @@ class ReportingWorker:
                 study.attempts += 1
                 if study.attempts > MAX_STUDY_ATTEMPTS:
                     study.set_state(StudyState.FAILED)
+                    # Keep the last engine error (if any): it is usually the cause.
+                    last = f"; last error: {study.error}" if study.error else ""
                     study.error = (
                         f"no result after {MAX_STUDY_ATTEMPTS} attempts (worker crashes or "
-                        "timeouts); check the worker logs, then requeue the study"
+                        f"timeouts){last}; check the worker logs, then requeue the study"
                     )
                     study.lease_owner = study.lease_expires_at = None
                     continue

@@ -230,4 +230,5 @@ def test_engine_crashes_requeue_then_fail_the_study_with_the_reason(
     study = studies(node.sessions)[study_uid]
     assert study.state == StudyState.FAILED
     assert f"no result after {MAX_STUDY_ATTEMPTS} attempts" in (study.error or "")
+    assert "out of memory" in (study.error or "")
     assert deliveries(node.sessions) == []
