@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicomnode.config import Config, DeliveryConfig, DestinationConfig
 from dicomnode.db import Delivery, DeliveryState, Study, session_scope, utcnow
+from dicomnode.exceptions import DicomNodeError
 from dicomnode.sender import Destination, StoreOutcome, StoreStatus, TLSOptions, send_objects
 
 logger = logging.getLogger(__name__)
@@ -228,12 +229,26 @@ def deliver_due(
                 )
         if not readable:
             continue
-        destination = to_destination(dest_config, config.delivery)
-        results = send_objects(
-            destination,
-            [ds for _, ds in readable],
-            calling_ae_title=config.delivery.calling_ae_title,
-        )
+        try:
+            results = send_objects(
+                to_destination(dest_config, config.delivery),
+                [ds for _, ds in readable],
+                calling_ae_title=config.delivery.calling_ae_title,
+            )
+        except (DicomNodeError, ValueError, OSError) as exc:
+            # A misconfigured destination (e.g. a TLS file gone) waits with the reason; it
+            # must not abort the run and hold back every other destination's rows.
+            logger.error("destination %r cannot be used: %s", name, exc)
+            results = [
+                StoreOutcome(
+                    str(ds.SOPInstanceUID),
+                    str(ds.SOPClassUID),
+                    StoreStatus.TRANSIENT,
+                    None,
+                    f"destination {name!r} cannot be used: {exc}",
+                )
+                for _, ds in readable
+            ]
         for (row_id, _), outcome in zip(readable, results, strict=True):
             outcomes[row_id] = outcome
     with session_scope(sessions) as session:

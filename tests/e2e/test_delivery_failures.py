@@ -201,3 +201,37 @@ def test_an_unreadable_object_does_not_hold_back_the_others(
             }
     finally:
         peer.stop()
+
+
+def test_a_misconfigured_destination_does_not_block_the_others(
+    make_node: Callable[..., ReceivingNode],
+    report_engine: ReportEngine,
+    dicom_dir: Path,
+    tmp_path: Path,
+) -> None:
+    # The CA file of a TLS destination went missing (certificate rotation, typo): that
+    # destination waits with the reason; the archive beside it still gets every object.
+    peer = start_storescp(tmp_path / "peer")
+    try:
+        broken = destination("tls-pacs", "PACS", 9)
+        broken["tls"] = {"enabled": True, "ca_file": str(tmp_path / "gone" / "ca.pem")}
+        node = reported_node(
+            make_node,
+            report_engine,
+            dicom_dir,
+            delivery={
+                "destinations": [broken, destination("archive", peer.ae_title, peer.port)],
+                "check_interval_seconds": 3600,  # runs by hand below
+            },
+        )
+        objects = len(output_files(node.data_dir))
+        assert deliver_due(node.sessions, node.config, node.data_dir) == 2 * objects
+        rows = deliveries(node.sessions)
+        archive = [r for r in rows if r.destination == "archive"]
+        tls = [r for r in rows if r.destination == "tls-pacs"]
+        assert len(archive) == len(tls) == objects
+        assert all(r.state == DeliveryState.DELIVERED for r in archive)
+        assert all(r.state == DeliveryState.PENDING and r.attempts == 1 for r in tls)
+        assert all("ca_file" in (r.last_error or "") for r in tls)
+    finally:
+        peer.stop()
