@@ -81,6 +81,11 @@ def test_dead_letters_are_listed_then_retried_to_a_live_peer(
         assert item["destination"] == "archive"
         assert item["last_status"] is None
         assert "association not established" in item["last_error"]
+    assert main(["--config", str(config), "status"]) == 0
+    text = capsys.readouterr().out
+    assert f"deliveries:  dead {objects}" in text
+    first = status["failed_deliveries"][0]
+    assert f"#{first['id']} dead to archive after 2 attempt(s)" in text
     # Dead rows are left alone by the node's delivery runs.
     time.sleep(0.5)
     assert all(r.attempts == 2 for r in deliveries(node.sessions))
