@@ -111,8 +111,13 @@ def test_real_files_are_reported_into_their_own_study_in_orthanc(
         wait_until(lambda: delivered(node), "every report object delivered to Orthanc")
 
         in_pacs = orthanc_studies(orthanc)
-        # No new study: every object went into the study its sources came from.
+        # No new study: every object went into the study its sources came from. (Orthanc keys
+        # studies by patient and Study Instance UID, so a changed Patient ID would show here.)
         assert set(in_pacs) == source_studies
+        assert len(orthanc_get(orthanc, "/studies")) == len(source_studies)
+        assert len(orthanc_get(orthanc, "/patients")) == len(
+            {pydicom.dcmread(p, stop_before_pixels=True).PatientID for p in sources}
+        )
         by_study: dict[str, list[pydicom.Dataset]] = {}
         for path in outputs:
             ds = pydicom.dcmread(path)
