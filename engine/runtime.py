@@ -2,17 +2,19 @@
 
 ``create_engine(path, backend="onnxruntime")`` loads and verifies the artifact, creates the
 backend (with fallback) and returns an :class:`Engine`. ``Engine.report_studies`` batches the
-studies through the encoder and the decoder together. Findings come only from the model's
-probabilities (thresholds from the manifest) and the text only from what the decoder produced.
+studies through the encoder and the decoder together; ``Engine.report_image_studies`` does the
+same for PNG/JPEG files with their views given (dataset evaluation, ``python -m engine.predict``).
+Findings come only from the model's probabilities (thresholds from the manifest) and the text
+only from what the decoder produced.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,9 +26,16 @@ from engine.exceptions import (
     ArtifactError,
     EngineOutputError,
     NoUsableImageError,
+    PixelDecodeError,
     StudyError,
 )
-from engine.preprocessing import PreparedImage, prepare_dataset, select_views, stack_views
+from engine.preprocessing import (
+    PreparedImage,
+    prepare_dataset,
+    prepare_image_file,
+    select_views,
+    stack_views,
+)
 from engine.result import EngineIdentity, FindingResult, Presence, Region, StudyReport
 from engine.text import ReportTokenizer
 
@@ -34,6 +43,65 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: Dataset view spellings (``training.data.records.VIEWS`` and DICOM ViewPosition) of image files.
+_FILE_FRONTAL = ("PA", "AP")
+_FILE_LATERAL = frozenset({"LATERAL", "LAT", "LL", "RL"})
+
+
+@dataclass(frozen=True)
+class ImageStudy:
+    """A study given as image files (PNG/JPEG) with their views, e.g. one record of a dataset.
+
+    ``images`` holds ``(path, view)`` pairs; ``view`` is ``"PA"``, ``"AP"``, ``"LATERAL"``,
+    ``"LL"``, ``"RL"`` or ``None``/``"UNKNOWN"`` when the dataset does not say.
+    """
+
+    study_id: str
+    images: tuple[tuple[Path, str | None], ...]
+
+    def __post_init__(self) -> None:
+        if not self.study_id:
+            raise ValueError("ImageStudy.study_id must not be empty")
+
+
+def _aspect_of_file(path: Path) -> float:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:  # reads the header only
+            width, height = img.size
+    except (OSError, ValueError):
+        return 0.0  # ranked last; if chosen anyway, preparing it names the error
+    return width / height if height else 0.0
+
+
+def select_image_views(study: ImageStudy) -> tuple[Path, Path | None, str]:
+    """Frontal file (PA before AP), lateral file or None, and why: the rule of
+    :func:`~engine.preprocessing.select_views` with the dataset's views in place of headers
+    (unlabelled: the widest image is the frontal, a portrait one the lateral)."""
+    if not study.images:
+        raise NoUsableImageError(
+            f"study {study.study_id}: no image file; nothing to report",
+            study_instance_uid=study.study_id,
+        )
+    views = [(Path(p), (v or "UNKNOWN").strip().upper()) for p, v in study.images]
+    frontals = [p for wanted in _FILE_FRONTAL for p, v in views if v == wanted]
+    laterals = [p for p, v in views if v in _FILE_LATERAL]
+    unknown = [p for p, v in views if v not in _FILE_FRONTAL and v not in _FILE_LATERAL]
+    if frontals:
+        frontal, reason = frontals[0], f"view {dict(views)[frontals[0]]} (dataset)"
+    elif unknown:
+        frontal = max(unknown, key=_aspect_of_file)  # max keeps the first of equals
+        reason = "fallback: widest image without a view in the dataset"
+    else:
+        frontal, reason = laterals[0], "fallback: only lateral images in the study"
+    lateral = next((p for p in laterals if p != frontal), None)
+    if lateral is None:
+        lateral = next((p for p in unknown if p != frontal and _aspect_of_file(p) < 1.0), None)
+    return frontal, lateral, reason
 
 
 @dataclass(frozen=True)
@@ -120,6 +188,33 @@ class Engine:
             selection.frontal_reason,
         )
 
+    def prepare_image_study(self, study: ImageStudy) -> PreparedStudy:
+        """Choose views by the dataset's labels and preprocess PNG/JPEG files; the file stems
+        identify the images (regions, sources). Raises a :class:`StudyError` naming the study."""
+        spec = self.artifact.manifest.input
+        frontal_path, lateral_path, reason = select_image_views(study)
+        try:
+            frontal = prepare_image_file(frontal_path, spec, "frontal")
+            lateral = None
+            if "lateral" in spec.views and lateral_path is not None:
+                lateral = prepare_image_file(lateral_path, spec, "lateral")
+        except FileNotFoundError as exc:
+            raise NoUsableImageError(
+                f"study {study.study_id}: image file {exc.filename} not found; check the "
+                "dataset's image folder",
+                study_instance_uid=study.study_id,
+            ) from exc
+        except (OSError, ValueError) as exc:  # Pillow: UnidentifiedImageError, truncated data
+            raise PixelDecodeError(
+                f"study {study.study_id}: cannot read an image file ({exc}); replace the file "
+                "or leave the study out",
+                study_instance_uid=study.study_id,
+            ) from exc
+        sources = tuple(p.sop_instance_uid for p in (frontal, lateral) if p is not None)
+        return PreparedStudy(
+            study.study_id, stack_views(frontal, lateral, spec), frontal, sources, reason
+        )
+
     # -- inference ------------------------------------------------------------------------
 
     def _findings(
@@ -202,11 +297,34 @@ class Engine:
         A study that cannot be reported raises its :class:`StudyError`; with
         ``return_exceptions=True`` the error takes its place in the list and the others go on.
         """
+        return self._report(studies, self.prepare_study, return_exceptions)
+
+    @overload
+    def report_image_studies(self, studies: Sequence[ImageStudy]) -> list[StudyReport]: ...
+
+    @overload
+    def report_image_studies(
+        self, studies: Sequence[ImageStudy], *, return_exceptions: bool
+    ) -> list[StudyReport | StudyError]: ...
+
+    def report_image_studies(
+        self, studies: Sequence[ImageStudy], *, return_exceptions: bool = False
+    ) -> list[StudyReport] | list[StudyReport | StudyError]:
+        """:meth:`report_studies` for studies given as image files (:class:`ImageStudy`); each
+        report's ``study_instance_uid`` is the study id."""
+        return self._report(studies, self.prepare_image_study, return_exceptions)
+
+    def _report(
+        self,
+        studies: Sequence[_T],
+        prepare: Callable[[_T], PreparedStudy],
+        return_exceptions: bool,
+    ) -> list[StudyReport | StudyError]:
         results: list[StudyReport | StudyError | None] = [None] * len(studies)
         prepared: list[tuple[int, PreparedStudy]] = []
-        for index, datasets in enumerate(studies):
+        for index, study in enumerate(studies):
             try:
-                prepared.append((index, self.prepare_study(datasets)))
+                prepared.append((index, prepare(study)))
             except StudyError as exc:
                 if not return_exceptions:
                     raise
