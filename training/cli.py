@@ -24,18 +24,45 @@ SubparsersAction = Any  # argparse._SubParsersAction is private; keep the signat
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from training.data import create_dataset
-    from training.evaluate import evaluate_predictions, read_predictions, write_results
+    from training.evaluate import (
+        evaluate_predictions,
+        load_predictions,
+        predict_with_engine,
+        scorable,
+        write_config,
+        write_results,
+        write_study_list,
+    )
 
-    predictions = read_predictions(args.predictions)
     kwargs: dict[str, Any] = {}
     if args.dataset == "iu_xray" and args.layout:
         kwargs["layout"] = args.layout
     dataset = create_dataset(args.dataset, args.root, split=args.split, **kwargs)
+    sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    arguments = {k: v for k, v in vars(args).items() if k != "func"}
+    config: dict[str, Any] = {"command": "training evaluate", "arguments": arguments}
+    if args.engine is not None:
+        # Only the studies that can be scored are predicted; the files stay beside the metrics.
+        studies = write_study_list(
+            scorable(list(dataset), args.lang, sections), args.out / "studies.jsonl"
+        )
+        args.predictions = args.out / "predictions.jsonl"
+        config["predict_command"] = predict_with_engine(
+            args.engine,
+            studies,
+            args.predictions,
+            backend=args.backend,
+            device=args.device,
+            max_batch=args.max_batch,
+            allow_test_artifact=args.allow_test_artifact,
+            verbose=args.verbose,
+        )
+    predictions = load_predictions(args.predictions)
     result = evaluate_predictions(
-        predictions,
+        predictions.reports,
         list(dataset),
         lang=args.lang,
-        sections=tuple(s.strip() for s in args.sections.split(",") if s.strip()),
+        sections=sections,
         tokenizer=args.tokenizer,
         meteor=not args.no_meteor,
         uncertain_as=args.uncertain_as,
@@ -44,13 +71,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         split=args.split,
         predictions_path=args.predictions,
+        failed=predictions.errors,
     )
     json_path, md_path = write_results(result, args.out)
+    write_config(args.out, config)
     nlg = result.nlg
     print(
         f"{result.n_studies} studies: BLEU-4 {nlg['BLEU-4']:.4f}, ROUGE-L {nlg['ROUGE-L']:.4f}, "
         f"CIDEr {nlg['CIDEr']:.4f}, clinical micro F1 {result.clinical.micro.f1:.4f}"
     )
+    if result.failed:
+        print(f"{len(result.failed)} studies failed and are not scored (see metrics.json)")
     print(f"wrote {json_path} and {md_path}")
     return 0
 
@@ -59,12 +90,17 @@ def _add_evaluate(sub: SubparsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="score generated reports against a dataset split",
-        description="Score generated reports (a predictions JSONL file) against a dataset "
-        "split: BLEU-1..4, METEOR, ROUGE-L, CIDEr and findings precision/recall/F1. Writes "
-        "metrics.json and metrics.md.",
+        description="Score generated reports (a predictions JSONL file, or an engine artifact "
+        "run on the split's images) against a dataset split: BLEU-1..4, METEOR, ROUGE-L, CIDEr "
+        "and findings precision/recall/F1. Writes metrics.json, metrics.md and "
+        "evaluate-config.json; with --engine also studies.jsonl and predictions.jsonl.",
     )
-    p.add_argument("--predictions", type=Path, required=True,
-                   help='JSON Lines: {"study_id": ..., "report": ...} per line')
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--predictions", type=Path,
+                        help='JSON Lines: {"study_id": ..., "report": ...} per line')
+    source.add_argument("--engine", type=Path,
+                        help="engine artifact folder: report the split's images with it first "
+                        "(runs python -m engine.predict)")
     p.add_argument("--dataset", required=True, help="dataset name (see `training datasets`)")
     p.add_argument("--root", type=Path, required=True, help="the dataset's folder")
     p.add_argument("--split", default="test", help="train, val or test (default: test)")
@@ -80,6 +116,13 @@ def _add_evaluate(sub: SubparsersAction) -> None:
                    help="score only the studies that have a prediction")
     p.add_argument("--layout", choices=("auto", "openi", "r2gen"), default=None,
                    help="IU X-Ray layout (default: auto)")
+    engine = p.add_argument_group("with --engine")
+    engine.add_argument("--backend", default="onnxruntime",
+                        help="onnxruntime (default), torch or tensorrt")
+    engine.add_argument("--device", default=None, help="cpu or cuda[:N] (default: the backend's)")
+    engine.add_argument("--max-batch", type=int, default=8, help="studies per batch (default: 8)")
+    engine.add_argument("--allow-test-artifact", action="store_true",
+                        help="accept a random-weight test artifact (tests only)")
     p.set_defaults(func=_cmd_evaluate)
 
 

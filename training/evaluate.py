@@ -2,13 +2,19 @@
 
 ``evaluate_predictions`` scores reports already generated (one per study id) against the
 references of a dataset split; ``write_results`` writes ``metrics.json`` and ``metrics.md``.
+``predict_with_engine`` generates them first with an engine artifact: it writes the split's
+study list and runs ``python -m engine.predict`` in a subprocess, so training never imports the
+engine runtime (the two meet only through the artifact format).
 
 Predictions file (JSON Lines, one study a line)::
 
     {"study_id": "CXR3030_IM-1405", "report": "No acute cardiopulmonary abnormality."}
 
-(``prediction``, ``generated`` or ``text`` are accepted for ``report``.) A ``.json`` file
-holding one object that maps study id to report text is accepted too.
+(``prediction``, ``generated`` or ``text`` are accepted for ``report``; other keys, such as the
+engine's ``sections`` and ``findings``, are ignored.) A line ``{"study_id": ..., "error": ...}``
+records a study the engine could not report: it is not scored, and is counted as failed rather
+than missing. A ``.json`` file holding one object that maps study id to report text is accepted
+too.
 
 Reference findings are, by default, the labeler's reading of the reference text, so both sides
 are read by the same labeler (as papers do with the CheXpert labeler);
@@ -19,6 +25,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +49,22 @@ _FIX_PRED = (
 )
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """A predictions file's content: study id -> report, and study id -> error for the
+    studies the engine could not report."""
+
+    reports: dict[str, str]
+    errors: dict[str, str] = field(default_factory=dict)
+
+
 def read_predictions(path: str | Path) -> dict[str, str]:
     """Study id -> generated report, from JSON Lines (or a ``.json`` id -> text mapping)."""
+    return load_predictions(path).reports
+
+
+def load_predictions(path: str | Path) -> Predictions:
+    """The reports and the failed studies of a predictions file (see the module docstring)."""
     path = Path(path)
     if not path.exists():
         raise PredictionsError(path, "not found", _FIX_PRED)
@@ -54,8 +76,9 @@ def read_predictions(path: str | Path) -> dict[str, str]:
             raise PredictionsError(path, f"not valid JSON ({exc})", _FIX_PRED) from exc
         if not isinstance(whole, dict):
             raise PredictionsError(path, "a .json file must map study id to report", _FIX_PRED)
-        return {str(k): str(v) for k, v in whole.items()}
+        return Predictions({str(k): str(v) for k, v in whole.items()})
     out: dict[str, str] = {}
+    errors: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -65,18 +88,37 @@ def read_predictions(path: str | Path) -> dict[str, str]:
             raise PredictionsError(path, f"line {number} is not JSON ({exc})", _FIX_PRED) from exc
         if not isinstance(item, dict) or "study_id" not in item:
             raise PredictionsError(path, f"line {number} has no 'study_id'", _FIX_PRED)
+        study_id = str(item["study_id"])
+        if study_id in out or study_id in errors:
+            raise PredictionsError(path, f"study {study_id} appears twice", _FIX_PRED)
+        if item.get("error"):
+            errors[study_id] = str(item["error"])
+            continue
         field_name = next((f for f in TEXT_FIELDS if f in item), None)
         if field_name is None:
             raise PredictionsError(
                 path, f"line {number} has none of the text fields {TEXT_FIELDS}", _FIX_PRED
             )
-        study_id = str(item["study_id"])
-        if study_id in out:
-            raise PredictionsError(path, f"study {study_id} appears twice", _FIX_PRED)
         out[study_id] = str(item[field_name] or "")
     if not out:
+        if errors:
+            first, message = next(iter(errors.items()))
+            raise PredictionsError(
+                path,
+                f"every study failed ({len(errors)}; first: {first}: {message})",
+                "Fix what the first error names (image files, engine) and predict again",
+            )
         raise PredictionsError(path, "holds no prediction", _FIX_PRED)
-    return out
+    if errors:
+        logger.warning("%s: %d studies failed and are not scored", path, len(errors))
+    return Predictions(out, errors)
+
+
+def scorable(
+    records: Sequence[StudyRecord], lang: str = "en", sections: Sequence[str] = SECTIONS
+) -> list[StudyRecord]:
+    """The records that have reference text in ``lang`` (the others cannot be scored)."""
+    return [r for r in records if r.report(lang, tuple(sections))]
 
 
 @dataclass
@@ -94,6 +136,8 @@ class EvaluationResult:
     settings: dict[str, Any] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    #: Study id -> error, for the studies the engine could not report (not scored).
+    failed: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +153,8 @@ class EvaluationResult:
             "settings": self.settings,
             "missing_predictions": len(self.missing),
             "unknown_predictions": len(self.unknown),
+            "failed_predictions": len(self.failed),
+            "failed_studies": self.failed,
         }
 
 
@@ -126,16 +172,18 @@ def evaluate_predictions(
     dataset: str = "",
     split: str | None = None,
     predictions_path: str | Path = "<predictions>",
+    failed: Mapping[str, str] | None = None,
 ) -> EvaluationResult:
     """Score ``predictions`` against the ``lang`` reports of ``records``.
 
     Studies without reference text in ``lang`` are skipped. Every remaining study needs a
     prediction unless ``allow_missing``; predictions for studies not in ``records`` are ignored
-    and counted.
+    and counted. Studies in ``failed`` (id -> error, the engine could not report them) are not
+    scored and are listed in the result instead of counting as missing.
     """
     if reference_labels not in REFERENCE_LABELS:
         raise ValueError(f"reference_labels must be one of {REFERENCE_LABELS}")
-    usable = [r for r in records if r.report(lang, tuple(sections))]
+    usable = scorable(records, lang, sections)
     if not usable:
         raise PredictionsError(
             predictions_path,
@@ -144,7 +192,10 @@ def evaluate_predictions(
             "padchest or padchest_gr with --lang es",
         )
     ids = {r.study_id for r in usable}
-    missing = sorted(ids - predictions.keys())
+    failures = {k: v for k, v in (failed or {}).items() if k in ids and k not in predictions}
+    if failures:
+        logger.warning("%d studies the engine could not report are not scored", len(failures))
+    missing = sorted(ids - predictions.keys() - failures.keys())
     unknown = sorted(predictions.keys() - ids)
     if missing and not allow_missing:
         raise PredictionsError(
@@ -192,6 +243,7 @@ def evaluate_predictions(
         },
         missing=missing,
         unknown=unknown,
+        failed=dict(sorted(failures.items())),
     )
 
 
@@ -210,7 +262,8 @@ def to_markdown(result: EvaluationResult) -> str:
         f"# Evaluation: {result.dataset} / {result.split or 'all'} / {result.lang}",
         "",
         f"Studies scored: {result.n_studies}. Missing predictions: {len(result.missing)}. "
-        f"Predictions for unknown studies: {len(result.unknown)}.",
+        f"Predictions for unknown studies: {len(result.unknown)}. "
+        f"Studies the engine could not report (not scored): {len(result.failed)}.",
         f"Settings: {', '.join(f'{k}={v}' for k, v in result.settings.items())}.",
         "",
         "## Text similarity",
@@ -271,3 +324,72 @@ def write_results(result: EvaluationResult, out_dir: str | Path) -> tuple[Path, 
     json_path.write_text(json.dumps(result.as_dict(), indent=2, ensure_ascii=False), "utf-8")
     md_path.write_text(to_markdown(result), encoding="utf-8")
     return json_path, md_path
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions from an engine artifact, through ``python -m engine.predict``
+
+
+def write_study_list(records: Sequence[StudyRecord], path: str | Path) -> Path:
+    """The study list ``engine.predict`` reads: one line per study, its image files (absolute
+    paths) and their views (``null`` where the dataset does not say)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for record in records:
+            images = [
+                {"path": str(Path(i.path).resolve()),
+                 "view": None if i.view == "UNKNOWN" else i.view}
+                for i in record.images
+            ]
+            fh.write(json.dumps({"study_id": record.study_id, "images": images}) + "\n")
+    return path
+
+
+def predict_with_engine(
+    engine: str | Path,
+    studies_path: str | Path,
+    predictions_path: str | Path,
+    *,
+    backend: str = "onnxruntime",
+    device: str | None = None,
+    max_batch: int = 8,
+    allow_test_artifact: bool = False,
+    verbose: bool = False,
+) -> list[str]:
+    """Run ``python -m engine.predict`` on a study list; returns the command it ran.
+
+    A subprocess keeps the engine runtime (and its backends) out of the training process; its
+    messages go to this process's stderr. Studies it cannot report become error lines.
+    """
+    command = [
+        sys.executable, "-m", "engine.predict",
+        "--engine", str(Path(engine).resolve()),
+        "--studies", str(studies_path),
+        "--out", str(predictions_path),
+        "--backend", backend,
+        "--max-batch", str(max_batch),
+    ]
+    if device:
+        command += ["--device", device]
+    if allow_test_artifact:
+        command.append("--allow-test-artifact")
+    if verbose:
+        command.append("--verbose")
+    logger.info("running %s", " ".join(command))
+    done = subprocess.run(command, check=False)
+    if done.returncode != 0:
+        raise PredictionsError(
+            predictions_path,
+            f"python -m engine.predict exited with status {done.returncode}",
+            "Read its error above (engine folder, --backend, test artifact) and run again",
+        )
+    return command
+
+
+def write_config(out_dir: str | Path, config: Mapping[str, Any]) -> Path:
+    """``evaluate-config.json``: the effective arguments, so an evaluation can be repeated."""
+    path = Path(out_dir) / "evaluate-config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False, default=str), "utf-8")
+    return path
