@@ -161,16 +161,27 @@ class TlsConfig(_Section):
     def _check_pair(self) -> TlsConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file must be given together")
+        if self.enabled:
+            for name in ("ca_file", "cert_file", "key_file"):
+                path = getattr(self, name)
+                if path is not None and not Path(path).is_file():
+                    raise ValueError(f"{name} {path} does not exist or is not a file")
         return self
 
 
 class DestinationConfig(_Section):
-    """A DICOM peer the reports are sent to."""
+    """A DICOM peer the reports are sent to.
+
+    ``receives = "all"``: every report (the PACS). ``receives = "own"``: only the reports of
+    studies this AE sent, recognised by the calling AE title (send drafts back to the modality
+    or PACS they came from, never another sender's patients).
+    """
 
     name: str
     ae_title: str
     host: str
     port: int = Field(ge=1, le=65535)
+    receives: Literal["all", "own"] = "all"
     tls: TlsConfig = TlsConfig()
 
     _ae = field_validator("ae_title")(_check_ae_title)
@@ -179,7 +190,6 @@ class DestinationConfig(_Section):
 class DeliveryConfig(_Section):
     """Where reports go and how failed deliveries are retried."""
 
-    return_to_caller: bool = False
     destinations: tuple[DestinationConfig, ...] = ()
     max_attempts: int = Field(default=8, ge=1)
     backoff_initial_seconds: float = Field(default=30.0, gt=0)

@@ -57,23 +57,23 @@ def to_destination(config: DestinationConfig, delivery: DeliveryConfig) -> Desti
 
 
 def destinations_for(config: Config, calling_ae_title: str | None) -> list[DestinationConfig]:
-    """Every configured destination, plus the calling AE's when ``return_to_caller`` is set.
+    """The destinations of one study's reports: those receiving ``all``, and those receiving
+    their ``own`` studies when the study came from their AE title.
 
-    The caller's address and port come from the destination whose AE title matches the
-    calling AE title: an SCU's own port is ephemeral, so it must be configured.
+    A sender's address and port must be configured: an SCU's own port is ephemeral.
     """
-    chosen = {d.name: d for d in config.delivery.destinations}
-    if config.delivery.return_to_caller and calling_ae_title:
-        matches = [d for d in config.delivery.destinations if d.ae_title == calling_ae_title]
-        if not matches:
-            logger.warning(
-                "delivery.return_to_caller is set but no destination has AE title %r; add one "
-                "under [[delivery.destinations]] with its host and port",
-                calling_ae_title,
-            )
-        for d in matches:
-            chosen[d.name] = d
-    return list(chosen.values())
+    chosen = [
+        d
+        for d in config.delivery.destinations
+        if d.receives == "all" or (calling_ae_title and d.ae_title == calling_ae_title)
+    ]
+    if not chosen and config.delivery.destinations:
+        logger.warning(
+            "no destination receives the reports of studies from AE %r; add one under "
+            '[[delivery.destinations]] (receives = "own" to send them back to it)',
+            calling_ae_title,
+        )
+    return chosen
 
 
 def enqueue_deliveries(
