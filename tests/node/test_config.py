@@ -57,6 +57,18 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
             "Field required",
         ),
         ("[delivery.destinations.tls]\n", "delivery.destinations", ""),
+        (
+            '[[delivery.destinations]]\nname = "p"\nae_title = "P"\nhost = "h"\nport = 104\n'
+            'tls = { enabled = true, ca_file = "/nonexistent/ca.pem" }\n',
+            "delivery.destinations.0.tls",
+            "ca_file /nonexistent/ca.pem does not exist",
+        ),
+        (
+            '[[delivery.destinations]]\nname = "p"\nae_title = "P"\nhost = "h"\nport = 104\n'
+            'receives = "some"\n',
+            "delivery.destinations.0.receives",
+            "'all' or 'own'",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, toml: str, key: str, words: str) -> None:
