@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from engine.artifact import EngineArtifact, FindingSpec, load_artifact
 from engine.backends import Backend, create_backend
@@ -68,8 +69,6 @@ class ImageStudy:
 
 
 def _aspect_of_file(path: Path) -> float:
-    from PIL import Image
-
     try:
         with Image.open(path) as img:  # reads the header only
             width, height = img.size
@@ -88,11 +87,11 @@ def select_image_views(study: ImageStudy) -> tuple[Path, Path | None, str]:
             study_instance_uid=study.study_id,
         )
     views = [(Path(p), (v or "UNKNOWN").strip().upper()) for p, v in study.images]
-    frontals = [p for wanted in _FILE_FRONTAL for p, v in views if v == wanted]
+    frontals = [(p, v) for wanted in _FILE_FRONTAL for p, v in views if v == wanted]
     laterals = [p for p, v in views if v in _FILE_LATERAL]
     unknown = [p for p, v in views if v not in _FILE_FRONTAL and v not in _FILE_LATERAL]
     if frontals:
-        frontal, reason = frontals[0], f"view {dict(views)[frontals[0]]} (dataset)"
+        frontal, reason = frontals[0][0], f"view {frontals[0][1]} (dataset)"
     elif unknown:
         frontal = max(unknown, key=_aspect_of_file)  # max keeps the first of equals
         reason = "fallback: widest image without a view in the dataset"
