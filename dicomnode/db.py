@@ -87,6 +87,7 @@ class DeliveryState(enum.StrEnum):
     DELIVERED = "delivered"
     REFUSED = "refused"  # the destination answered with a failure status: not retried blindly
     DEAD = "dead"  # transient failures exhausted the attempts
+    SUPERSEDED = "superseded"  # a newer report of the study replaced it before it was sent
 
 
 class Base(DeclarativeBase):

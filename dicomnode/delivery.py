@@ -113,6 +113,33 @@ def enqueue_deliveries(
     return added
 
 
+def supersede_pending(session: Session, study: Study, current: Sequence[OutputObject]) -> int:
+    """Cancel the study's pending deliveries of objects its new report no longer contains.
+
+    A study reopened by later images is reported again under new UIDs; sending the older
+    draft as well would put two different drafts in the PACS.
+    """
+    keep = {obj.sop_instance_uid for obj in current}
+    stale = session.scalars(
+        select(Delivery).where(
+            Delivery.study_id == study.id, Delivery.state == DeliveryState.PENDING
+        )
+    ).all()
+    count = 0
+    for row in stale:
+        if row.sop_instance_uid not in keep:
+            row.state = DeliveryState.SUPERSEDED
+            row.updated_at = utcnow()
+            count += 1
+    if count:
+        logger.info(
+            "%d pending delivery(ies) of an older report of %s superseded",
+            count,
+            study.study_instance_uid,
+        )
+    return count
+
+
 def backoff_seconds(
     attempts: int, initial: float, maximum: float, rng: random.Random | None = None
 ) -> float:

@@ -34,7 +34,8 @@ def expired_studies(session: Session, keep: timedelta, now: datetime) -> list[in
     for study in candidates:
         undelivered = session.scalar(
             select(Delivery.id).where(
-                Delivery.study_id == study.id, Delivery.state != DeliveryState.DELIVERED
+                Delivery.study_id == study.id,
+                Delivery.state.not_in([DeliveryState.DELIVERED, DeliveryState.SUPERSEDED]),
             )
         )
         if undelivered is None:

@@ -28,7 +28,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicomnode.config import Config
 from dicomnode.db import Instance, Study, StudyState, session_scope, utcnow
-from dicomnode.delivery import OutputObject, destinations_for, enqueue_deliveries
+from dicomnode.delivery import (
+    OutputObject,
+    destinations_for,
+    enqueue_deliveries,
+    supersede_pending,
+)
 from dicomnode.report import build_report_objects
 from dicomnode.spool import Spool, write_durably
 from engine.exceptions import StudyError
@@ -182,6 +187,7 @@ class ReportingWorker:
                 return
             study.error = None
             study.set_state(StudyState.REPORTED)
+            supersede_pending(session, study, objects)
             added = enqueue_deliveries(
                 session, study, objects, destinations_for(self.config, study.calling_ae_title)
             )

@@ -201,3 +201,29 @@ def test_retention_removes_only_finished_studies(start_node, dicom_dir: Path) ->
         paths = set(session.scalars(select(Instance.path)).all())
     assert set(node.spool.iter_instance_files()) == paths
     assert len(paths) == 2
+
+
+def test_a_newer_report_supersedes_pending_deliveries_of_the_older(start_node) -> None:
+    from dicomnode.config import DestinationConfig
+    from dicomnode.db import Delivery, DeliveryState
+    from dicomnode.delivery import OutputObject, enqueue_deliveries, supersede_pending
+
+    node = start_node()
+    pacs = DestinationConfig(name="pacs", ae_title="PACS", host="127.0.0.1", port=104)
+    sr = "1.2.840.10008.5.1.4.1.1.88.11"
+    old = [OutputObject("1.2.3.1", sr, "outputs/x/1.dcm"), OutputObject("1.2.3.2", sr, "o/2")]
+    new = [OutputObject("1.2.3.1", sr, "outputs/x/1.dcm"), OutputObject("1.2.3.3", sr, "o/3")]
+    with session_scope(node.sessions) as session:
+        study = Study(study_instance_uid="1.2.3", state=StudyState.REPORTED)
+        session.add(study)
+        session.flush()
+        assert enqueue_deliveries(session, study, old, [pacs]) == 2
+        assert supersede_pending(session, study, new) == 1
+        assert enqueue_deliveries(session, study, new, [pacs]) == 1
+    with session_scope(node.sessions) as session:
+        states = {d.sop_instance_uid: d.state for d in session.scalars(select(Delivery))}
+    assert states == {
+        "1.2.3.1": DeliveryState.PENDING,
+        "1.2.3.2": DeliveryState.SUPERSEDED,
+        "1.2.3.3": DeliveryState.PENDING,
+    }
