@@ -183,6 +183,11 @@ class DestinationConfig(_Section):
     port: int = Field(ge=1, le=65535)
     receives: Literal["all", "own"] = "all"
     tls: TlsConfig = TlsConfig()
+    # Seconds: TCP connect, association negotiation, each C-STORE response, idle network.
+    connection_timeout: float = Field(default=10.0, gt=0)
+    acse_timeout: float = Field(default=30.0, gt=0)
+    dimse_timeout: float = Field(default=120.0, gt=0)
+    network_timeout: float = Field(default=60.0, gt=0)
 
     _ae = field_validator("ae_title")(_check_ae_title)
 

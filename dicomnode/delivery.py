@@ -53,7 +53,16 @@ def to_destination(config: DestinationConfig, delivery: DeliveryConfig) -> Desti
             key_file=config.tls.key_file,
             check_hostname=config.tls.verify_hostname,
         )
-    return Destination(ae_title=config.ae_title, host=config.host, port=config.port, tls=tls)
+    return Destination(
+        ae_title=config.ae_title,
+        host=config.host,
+        port=config.port,
+        tls=tls,
+        acse_timeout=config.acse_timeout,
+        dimse_timeout=config.dimse_timeout,
+        network_timeout=config.network_timeout,
+        connection_timeout=config.connection_timeout,
+    )
 
 
 def destinations_for(config: Config, calling_ae_title: str | None) -> list[DestinationConfig]:
