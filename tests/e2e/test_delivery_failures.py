@@ -214,12 +214,16 @@ def test_a_misconfigured_destination_does_not_block_the_others(
     dicom_dir: Path,
     tmp_path: Path,
 ) -> None:
-    # The CA file of a TLS destination went missing (certificate rotation, typo): that
-    # destination waits with the reason; the archive beside it still gets every object.
+    # The CA file of a TLS destination went missing after start-up (certificate rotation;
+    # a file missing at start-up is a config error): that destination waits with the
+    # reason; the archive beside it still gets every object.
     peer = start_storescp(tmp_path / "peer")
+    ca_file = tmp_path / "gone" / "ca.pem"
+    ca_file.parent.mkdir()
+    ca_file.write_text("not yet rotated")
     try:
         broken = destination("tls-pacs", "PACS", 9)
-        broken["tls"] = {"enabled": True, "ca_file": str(tmp_path / "gone" / "ca.pem")}
+        broken["tls"] = {"enabled": True, "ca_file": str(ca_file)}
         node = reported_node(
             make_node,
             report_engine,
@@ -230,6 +234,7 @@ def test_a_misconfigured_destination_does_not_block_the_others(
             },
         )
         objects = len(output_files(node.data_dir))
+        ca_file.unlink()
         assert deliver_due(node.sessions, node.config, node.data_dir) == 2 * objects
         rows = deliveries(node.sessions)
         archive = [r for r in rows if r.destination == "archive"]
