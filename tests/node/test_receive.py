@@ -260,3 +260,39 @@ def test_network_allowlist_rejects_association(start_node) -> None:
     assoc = ae.associate("127.0.0.1", node2.port, ae_title="CXRNODE")
     assert assoc.is_established
     assoc.release()
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [
+        pydicom.uid.ImplicitVRLittleEndian,
+        pydicom.uid.DeflatedExplicitVRLittleEndian,
+        pydicom.uid.RLELossless,
+        pydicom.uid.JPEGLSLossless,
+        pydicom.uid.JPEG2000Lossless,
+    ],
+    ids=lambda uid: uid.name,
+)
+def test_received_in_each_syntax_and_stored_as_received(
+    node: ReceivingNode, dicom_dir: Path, syntax: pydicom.uid.UID
+) -> None:
+    ds = renamed_copy(dicom_dir / "highdicom_dx_canine_thorax.dcm")
+    # The file's pixel data has an odd length, padded by one byte: trim to the image itself.
+    ds.PixelData = ds.PixelData[: ds.Rows * ds.Columns * ds.SamplesPerPixel]
+    pixels = ds.pixel_array.copy()
+    if syntax.is_compressed:
+        encoder = pydicom.pixels.get_encoder(syntax)
+        if not encoder.is_available:
+            pytest.skip(f"no {syntax.name} encoder here: {encoder.missing_dependencies}")
+        ds.compress(syntax)
+    else:
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.set_original_encoding(
+            syntax.is_implicit_VR, syntax.is_little_endian, ds.original_character_set
+        )
+    assert send_datasets(node.port, [ds]) == [0x0000]
+    (row,) = _instances(node).values()
+    assert row.transfer_syntax_uid == syntax
+    stored = pydicom.dcmread(node.spool.absolute(row.path))
+    assert stored.file_meta.TransferSyntaxUID == syntax
+    assert (stored.pixel_array == pixels).all()
