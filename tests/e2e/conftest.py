@@ -8,7 +8,6 @@ DCMTK ``storescp`` over loopback.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from node.conftest import node_config
 from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from support.dicom_peers import require_tool
 
 from dicomnode.db import Delivery, Study, session_scope
 from dicomnode.server import ReceivingNode
@@ -48,13 +48,21 @@ FAST: dict[str, dict[str, Any]] = {
 
 def storescu(port: int, paths: list[Path], calling_ae: str = "MODALITY") -> None:
     """Send each file with DCMTK storescu, proposing the file's own transfer syntax."""
-    if shutil.which("storescu") is None:
-        pytest.skip("DCMTK storescu not installed (apt-get install dcmtk)")
+    tool = require_tool("storescu")
     for path in paths:
         ts = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
         result = subprocess.run(
-            ["storescu", *STORESCU_FLAG[ts], "-aet", calling_ae, "-aec", "CXRNODE",
-             "127.0.0.1", str(port), str(path)],
+            [
+                tool,
+                *STORESCU_FLAG[ts],
+                "-aet",
+                calling_ae,
+                "-aec",
+                "CXRNODE",
+                "127.0.0.1",
+                str(port),
+                str(path),
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -91,8 +99,10 @@ def deliveries(sessions: sessionmaker[Session]) -> list[Delivery]:
 
 def all_in_state(sessions: sessionmaker[Session], state: str, count: int | None = None) -> bool:
     states = study_states(sessions)
-    return bool(states) and all(s == state for s in states.values()) and (
-        count is None or len(states) == count
+    return (
+        bool(states)
+        and all(s == state for s in states.values())
+        and (count is None or len(states) == count)
     )
 
 
