@@ -55,8 +55,9 @@ LATERALITY_TEXT_ES: dict[str, str] = {
     "right": "derecho",
     "bilateral": "bilateral",
 }
-#: Finding site used when only the side is known: the thorax (SCT "Thoracic structure").
-THORAX = CodedConcept("51185008", "SCT", "Tórax")
+#: Finding site used when only the side is known: the thorax, with the code DICOM's current
+#: code tables give for it (pydicom ``codes.SCT.Thorax``).
+THORAX = CodedConcept("816094009", "SCT", "Tórax")
 
 # TID 2000 sections (CID 7001 headings) and the TID 2002 TEXT items they contain (CID 7002).
 FINDINGS = CodedConcept("121070", "DCM", "Hallazgos")
