@@ -63,7 +63,7 @@ def tiny_artifact_factory(
 
     def factory(seed: int = 0, num_views: int = 1) -> EngineArtifact:
         # Imported here: collecting tests that never build an engine must not import torch.
-        from support.tiny_engine import session_tiny_artifact
+        from tests.support.tiny_engine import session_tiny_artifact
 
         # The exporter logs every ONNX rewrite at INFO; keep test output readable.
         logging.getLogger("onnx_ir").setLevel(logging.WARNING)

@@ -16,16 +16,16 @@ from typing import Any
 
 import pydicom
 import pytest
-from node.conftest import node_config
 from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from support.dicom_peers import require_tool
 
 from dicomnode.db import Delivery, Study, session_scope
 from dicomnode.server import ReceivingNode
 from dicomnode.worker import ReportEngine, ReportingWorker
 from engine.artifact import EngineArtifact
+from tests.node.conftest import node_config
+from tests.support.dicom_peers import require_tool
 
 # storescu proposes only uncompressed syntaxes unless told; the flag per file's syntax.
 STORESCU_FLAG = {

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from pydicom.uid import CTImageStorage
-from support.dicom_peers import free_port, start_status_scp, start_storescp
 
 from dicomnode.cli import main
 from dicomnode.db import DeliveryState, StudyState
 from dicomnode.delivery import deliver_due
 from dicomnode.server import ReceivingNode
 from dicomnode.worker import ReportEngine, ReportingWorker
+from tests.support.dicom_peers import free_port, start_status_scp, start_storescp
 
 from .conftest import (
     all_in_state,

@@ -9,9 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from node.conftest import renamed_copy, send_datasets
 from pydicom.uid import generate_uid
-from support.dicom_peers import StatusSCP, start_status_scp
 
 from dicomnode.db import DeliveryState, StudyState
 from dicomnode.delivery import deliver_due
@@ -19,6 +17,8 @@ from dicomnode.server import ReceivingNode
 from dicomnode.worker import ClaimedStudy, ReportingWorker
 from engine.artifact import EngineArtifact
 from engine.runtime import create_engine
+from tests.node.conftest import renamed_copy, send_datasets
+from tests.support.dicom_peers import StatusSCP, start_status_scp
 
 from .conftest import deliveries, destination, output_files, studies, wait_until
 

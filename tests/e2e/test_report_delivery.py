@@ -11,7 +11,12 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.uid import BasicTextSRStorage
-from support.dicom_peers import (
+
+from dicomnode.db import DeliveryState, StudyState
+from dicomnode.report import DISCLAIMER_ES
+from dicomnode.server import ReceivingNode
+from dicomnode.worker import ReportEngine, ReportingWorker
+from tests.support.dicom_peers import (
     Peer,
     dciodvfy_errors,
     dsr2html,
@@ -19,11 +24,6 @@ from support.dicom_peers import (
     orthanc_get,
     start_orthanc,
 )
-
-from dicomnode.db import DeliveryState, StudyState
-from dicomnode.report import DISCLAIMER_ES
-from dicomnode.server import ReceivingNode
-from dicomnode.worker import ReportEngine, ReportingWorker
 
 from .conftest import (
     all_in_state,

@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from node.conftest import renamed_copy, send_datasets
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -20,6 +19,7 @@ from dicomnode.worker import MAX_STUDY_ATTEMPTS, ReportEngine, ReportingWorker
 from engine.artifact import EngineArtifact
 from engine.exceptions import StudyError
 from engine.result import StudyReport
+from tests.node.conftest import renamed_copy, send_datasets
 
 from .conftest import deliveries, destination, drain, output_files, studies, wait_until
 

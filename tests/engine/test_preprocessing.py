@@ -6,7 +6,6 @@ import copy
 
 import numpy as np
 import pytest
-from dicom_samples import make_dataset, phantom, round_trip
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_encoder
@@ -27,6 +26,7 @@ from engine.preprocessing import (
     prepare_dataset,
     prepare_image_file,
 )
+from tests.engine.dicom_samples import make_dataset, phantom, round_trip
 
 SPEC = InputSpec(height=64, width=64, mean=0.5, std=0.25)
 

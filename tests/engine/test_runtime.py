@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from dicom_samples import make_dataset, phantom
 from pydicom.dataset import Dataset
 
 from engine.artifact import EngineArtifact
@@ -16,6 +15,7 @@ from engine.decoding import generate
 from engine.exceptions import EngineOutputError, NoUsableImageError, PixelDecodeError, StudyError
 from engine.result import StudyReport
 from engine.runtime import Engine, create_engine
+from tests.engine.dicom_samples import make_dataset, phantom
 
 
 def _studies(real_datasets: dict[str, Dataset]) -> list[list[Dataset]]:

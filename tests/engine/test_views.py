@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dicom_samples import make_dataset, phantom
 from pydicom.dataset import Dataset
 
 from engine.exceptions import NoUsableImageError
 from engine.preprocessing import classify_view, select_views
+from tests.engine.dicom_samples import make_dataset, phantom
 
 
 def _image(rows: int = 40, cols: int = 40, view: str | None = None, **attrs: object) -> Dataset:

@@ -13,10 +13,10 @@ from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, JPEG2000Lossless, JPEG
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import select
-from support.dcmtk import dcmtk_tool
 
 from dicomnode.db import Instance, QuarantineEntry, Study, StudyState, session_scope
 from dicomnode.server import ReceivingNode
+from tests.support.dcmtk import dcmtk_tool
 
 from .conftest import REAL_FILES, renamed_copy, send_datasets
 

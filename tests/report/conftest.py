@@ -9,7 +9,8 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom import Dataset
-from support.dicom_peers import Peer, start_orthanc, start_storescp
+
+from tests.support.dicom_peers import Peer, start_orthanc, start_storescp
 
 
 def read_header(path: Path) -> Dataset:

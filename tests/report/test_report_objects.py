@@ -15,7 +15,12 @@ from pydicom.uid import (
     Comprehensive3DSRStorage,
     GrayscaleSoftcopyPresentationStateStorage,
 )
-from report_samples import (
+
+from dicomnode.exceptions import ReportObjectError
+from dicomnode.report import DISCLAIMER_ES, build_report_objects
+from dicomnode.uids import is_valid_uid
+from engine.result import FindingCode, FindingResult, Region
+from tests.report.report_samples import (
     CARDIOMEGALY,
     EFFUSION,
     ENGINE,
@@ -24,12 +29,7 @@ from report_samples import (
     PNEUMOTHORAX,
     make_report,
 )
-from support.dicom_peers import dciodvfy_errors, dsr2html
-
-from dicomnode.exceptions import ReportObjectError
-from dicomnode.report import DISCLAIMER_ES, build_report_objects
-from dicomnode.uids import is_valid_uid
-from engine.result import FindingCode, FindingResult, Region
+from tests.support.dicom_peers import dciodvfy_errors, dsr2html
 
 
 def save_all(objects: list[Dataset], directory: Path) -> list[Path]:

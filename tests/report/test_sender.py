@@ -13,16 +13,6 @@ from pydicom.uid import (
     BasicTextSRStorage,
     JPEG2000Lossless,
 )
-from report_samples import make_report
-from support.dicom_peers import (
-    Peer,
-    free_port,
-    orthanc_get,
-    self_signed_certificate,
-    start_orthanc,
-    start_status_scp,
-    start_storescp,
-)
 
 from dicomnode.exceptions import DestinationError
 from dicomnode.report import build_report_objects
@@ -33,6 +23,16 @@ from dicomnode.sender import (
     StoreStatus,
     TLSOptions,
     send_objects,
+)
+from tests.report.report_samples import make_report
+from tests.support.dicom_peers import (
+    Peer,
+    free_port,
+    orthanc_get,
+    self_signed_certificate,
+    start_orthanc,
+    start_status_scp,
+    start_storescp,
 )
 
 

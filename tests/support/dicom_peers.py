@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from support.dcmtk import dcmtk_tool
+from tests.support.dcmtk import dcmtk_tool
 
 HOST = "127.0.0.1"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from support.tiny_engine import build_tiny_model, tiny_corpus
 
 from engine.artifact import MANIFEST_NAME, EngineArtifact, load_artifact
+from tests.support.tiny_engine import build_tiny_model, tiny_corpus
 from training.exceptions import TrainingError
 from training.export import export_artifact
 from training.findings import FINDINGS
