@@ -18,6 +18,7 @@ Status codes returned by :func:`handle_store` (PS3.4 Annex B.2.3 and PS3.7 Annex
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from dicomnode.db import session_scope
 from dicomnode.exceptions import InvalidUIDError, SpoolError
 from dicomnode.routing import InstanceFacts, match_rule
 from dicomnode.spool import Spool
-from dicomnode.studies import ReceivedInstance, instance_exists, record_instance, record_quarantine
+from dicomnode.studies import ReceivedInstance, record_instance, record_quarantine, stored_sha256
 from dicomnode.uids import validate_uid
 
 logger = logging.getLogger(__name__)
@@ -254,9 +255,20 @@ def handle_store(event: Any, ctx: StoreContext) -> int:
     )
     try:
         with session_scope(ctx.sessions) as session:
-            if instance_exists(session, sop_uid):
+            existing = stored_sha256(session, sop_uid)
+        if existing is not None:
+            if existing == hashlib.sha256(encoded).hexdigest():
                 logger.info("duplicate %s from %s acknowledged, already stored", sop_uid, calling)
-                return SUCCESS
+            else:
+                # Same UID, other bytes: another transfer syntax, or a sender reusing UIDs.
+                # The first copy stays, as the UID promises; a person may want to look.
+                logger.warning(
+                    "%s from %s differs from the stored instance of that SOP Instance UID "
+                    "(other transfer syntax or other content); acknowledged, the first is kept",
+                    sop_uid,
+                    calling,
+                )
+            return SUCCESS
     except SQLAlchemyError as exc:
         logger.error("database unavailable while receiving %s: %s", sop_uid, exc)
         return OUT_OF_RESOURCES_DATABASE

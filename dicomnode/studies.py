@@ -44,9 +44,12 @@ class ReceivedInstance:
 
 
 def instance_exists(session: Session, sop_uid: str) -> bool:
-    return (
-        session.scalar(select(Instance.id).where(Instance.sop_instance_uid == sop_uid)) is not None
-    )
+    return stored_sha256(session, sop_uid) is not None
+
+
+def stored_sha256(session: Session, sop_uid: str) -> str | None:
+    """The sha256 of the stored file of ``sop_uid``, or ``None`` if it was never stored."""
+    return session.scalar(select(Instance.sha256).where(Instance.sop_instance_uid == sop_uid))
 
 
 def record_instance(

@@ -296,3 +296,22 @@ def test_received_in_each_syntax_and_stored_as_received(
     stored = pydicom.dcmread(node.spool.absolute(row.path))
     assert stored.file_meta.TransferSyntaxUID == syntax
     assert (stored.pixel_array == pixels).all()
+
+
+def test_reused_uid_with_other_content_keeps_the_first_and_warns(
+    node: ReceivingNode, dicom_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The two SIIM files share a SOP Instance UID but differ (MONOCHROME2 vs MONOCHROME1).
+    first = dicom_dir / "siim_chest_cr_jpeg_baseline.dcm"
+    second = dicom_dir / "siim_chest_cr_monochrome1.dcm"
+    with caplog.at_level("INFO", logger="dicomnode.handlers"):
+        assert send_datasets(node.port, [first], calling_ae="ROOM1") == [0]
+        # The same instance again, from another AE: a plain duplicate.
+        assert send_datasets(node.port, [first], calling_ae="ROOM2") == [0]
+        assert send_datasets(node.port, [second], calling_ae="ROOM1") == [0]
+    messages = [r.getMessage() for r in caplog.records if r.name == "dicomnode.handlers"]
+    assert sum("acknowledged, already stored" in m for m in messages) == 1
+    assert sum("differs from the stored instance" in m for m in messages) == 1
+    (row,) = _instances(node).values()
+    kept = pydicom.dcmread(node.spool.absolute(row.path), stop_before_pixels=True)
+    assert kept.PhotometricInterpretation == "MONOCHROME2"
