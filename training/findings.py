@@ -14,7 +14,9 @@ in a SNOMED CT browser before the node is used clinically:
 
 - ``enlarged_cardiomediastinum`` 274096000 (mediastinal widening)
 - ``lung_opacity`` 263930000 (opacity of lung)
-- ``lung_lesion`` 300995000 (lesion of lung)
+- ``lung_lesion`` 308689002 (coin lesion of lung, from DICOM's code tables; whether it is
+  the right concept for CheXpert's broader "lung lesion" is unconfirmed. The first choice,
+  300995000, is "exercise-induced angina" there: wrong, replaced)
 - ``support_devices`` 49062001 (device)
 - ``pleural_thickening`` 78381009 (pleural thickening)
 - ``hyperinflation`` 19311004 (hyperinflation of lung)
@@ -36,6 +38,9 @@ consolidation of lung 95436008, pneumonia 233604007, atelectasis 46621007, pneum
 fibrosis of lung 51615001, hiatal hernia 84089009, scoliosis deformity of spine 298382003,
 bronchiectasis 12295008, interstitial lung disease 233703007, pleura finding 301256004
 (the generic pleural finding, used for "other pleural abnormality").
+
+DICOM's own code tables (as shipped in pydicom) give Cardiomegaly as 287272002; which of the
+two concepts a PACS expects is for the clinical pilot to confirm.
 """
 
 from __future__ import annotations
@@ -104,7 +109,7 @@ FINDINGS: tuple[Finding, ...] = (
     _f("cardiomegaly", "Cardiomegaly", "Cardiomegalia", "8186001", chexpert=True),
     _f("lung_opacity", "Lung opacity", "Opacidad pulmonar", "263930000",
        chexpert=True, verified=False),
-    _f("lung_lesion", "Lung lesion", "Lesión pulmonar", "300995000",
+    _f("lung_lesion", "Lung lesion", "Lesión pulmonar", "308689002",
        chexpert=True, verified=False),
     _f("edema", "Pulmonary edema", "Edema pulmonar", "19242006", chexpert=True,
        locatable=False),
