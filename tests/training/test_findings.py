@@ -66,3 +66,23 @@ def test_validation_and_lookup() -> None:
     with pytest.raises(KeyError, match="known keys"):
         get_finding("not_a_finding")
     assert get_finding("nodule").code_value == "786838002"
+
+
+def test_codes_that_dicom_knows_mean_the_same_thing_there() -> None:
+    # pydicom ships DICOM's code tables: a SNOMED CT id found there must name the same concept
+    # (this caught lung_lesion coded as "exercise-induced angina").
+    from pydicom.sr._concepts_dict import concepts
+
+    known = {code: meaning for d in concepts["SCT"].values() for code, (meaning, _) in d.items()}
+
+    def stems(text: str) -> set[str]:
+        return {w[:4] for w in text.lower().replace("(", " ").split() if len(w) > 3}
+
+    checked = 0
+    for finding in FINDINGS:
+        meaning = known.get(finding.code_value) if finding.code_scheme == "SCT" else None
+        if meaning is None:
+            continue
+        checked += 1
+        assert stems(meaning) & stems(finding.name_en), (finding.key, finding.code_value, meaning)
+    assert checked >= 4
