@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dicomnode.ae_title import validate_ae_title
 from dicomnode.exceptions import ConfigError
 from dicomnode.uids import DEFAULT_UID_ROOT, validate_uid_root
 
@@ -32,13 +33,8 @@ CONFIG_ENV = "DICOMNODE_CONFIG"
 
 
 def _check_ae_title(value: str) -> str:
-    # PS3.5 AE: 1..16 characters of the default repertoire, no backslash, not all spaces.
-    stripped = value.strip()
-    if not stripped or len(value) > 16 or "\\" in value or not value.isascii():
-        raise ValueError(f"{value!r} is not a valid AE title (1 to 16 ASCII characters, no '\\')")
-    if any(ord(c) < 0x20 for c in value):
-        raise ValueError(f"{value!r} is not a valid AE title (control characters)")
-    return stripped
+    # Padding spaces are not part of the title: compare and store it stripped.
+    return validate_ae_title(value, name="AE title").strip()
 
 
 class _Section(BaseModel):

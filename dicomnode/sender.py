@@ -37,6 +37,7 @@ from pydicom.uid import (
 from pynetdicom import AE, Association, build_context
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 
+from dicomnode.ae_title import validate_ae_title
 from dicomnode.exceptions import DestinationError
 
 logger = logging.getLogger(__name__)
@@ -47,19 +48,6 @@ DEFAULT_CALLING_AE_TITLE = "CXRNODE"
 MAX_CONTEXTS = 128
 
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
-
-
-def validate_ae_title(value: str, *, name: str = "ae_title") -> str:
-    """Return ``value`` if it is a valid AE title (1-16 chars, no backslash or control chars)."""
-    if not isinstance(value, str):
-        raise DestinationError(f"{name} must be a str, got {type(value).__name__}")
-    if not value.strip() or len(value) > 16:
-        raise DestinationError(f"{name} {value!r} must hold 1 to 16 characters, not all spaces")
-    if "\\" in value or any(ord(c) < 32 or ord(c) > 126 for c in value):
-        raise DestinationError(
-            f"{name} {value!r} may only hold printable ASCII characters and no backslash"
-        )
-    return value
 
 
 @dataclass(frozen=True)
@@ -109,7 +97,7 @@ class Destination:
     connection_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        validate_ae_title(self.ae_title, name="Destination.ae_title")
+        validate_ae_title(self.ae_title, name="Destination.ae_title", error=DestinationError)
         if not isinstance(self.host, str) or not self.host.strip():
             raise DestinationError("Destination.host must be a non-empty host name or address")
         if not isinstance(self.port, int) or isinstance(self.port, bool):
@@ -245,7 +233,9 @@ class StoreSCU:
     """Our C-STORE SCU application entity (pynetdicom) with the calling AE title."""
 
     def __init__(self, calling_ae_title: str = DEFAULT_CALLING_AE_TITLE) -> None:
-        self.calling_ae_title = validate_ae_title(calling_ae_title, name="calling_ae_title")
+        self.calling_ae_title = validate_ae_title(
+            calling_ae_title, name="calling_ae_title", error=DestinationError
+        )
 
     def _associate(self, destination: Destination, datasets: Sequence[Dataset]) -> Association:
         ae = AE(ae_title=self.calling_ae_title)
