@@ -19,14 +19,9 @@ from sqlalchemy import select
 
 from dicomnode.db import Instance, session_scope
 from dicomnode.server import ReceivingNode
+from tests.support.dicom_peers import free_port
 
 from .conftest import node_config, renamed_copy
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start_process(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -78,7 +73,7 @@ def test_sigkill_during_transfers_loses_no_acknowledged_instance(
     tmp_path: Path, dicom_dir: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
     config_path = tmp_path / "node.toml"
     config_path.write_text(
         f'[node]\nbind_address = "127.0.0.1"\nport = {port}\ndata_dir = "{data_dir}"\n'
