@@ -24,9 +24,9 @@ import logging
 import sys
 from pathlib import Path
 
+from engine.labeler import get_labeler
 from training.data.iu_xray import IUXRayDataset
 from training.findings import Presence
-from training.labeler import get_labeler
 from training.metrics.clinical import ClinicalScores, clinical_scores
 
 REPO = Path(__file__).resolve().parents[1]

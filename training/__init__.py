@@ -1,3 +1,3 @@
-"""Datasets, the findings labeler, models, training recipes, evaluation and export."""
+"""Datasets, models, training recipes, evaluation and export."""
 
 __version__ = "0.1.0"

@@ -127,7 +127,7 @@ def _add_evaluate(sub: SubparsersAction) -> None:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from training.labeler import get_labeler
+    from engine.labeler import get_labeler
 
     labeler = get_labeler(args.lang)
     texts = [args.text] if args.text is not None else [sys.stdin.read()]

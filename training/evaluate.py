@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.labeler import get_labeler
 from training.data.records import SECTIONS, StudyRecord
 from training.exceptions import PredictionsError
 from training.findings import CHEXPERT_KEYS, FINDINGS_BY_KEY, Presence
-from training.labeler import get_labeler
 from training.metrics.clinical import ClinicalScores, clinical_scores
 from training.metrics.nlg import METRIC_NAMES, nlg_scores
 
@@ -239,7 +239,7 @@ def evaluate_predictions(
             "tokenizer": tokenizer,
             "uncertain_as": uncertain_as,
             "reference_labels": reference_labels,
-            "labeler": f"training.labeler ({lang})",
+            "labeler": f"engine.labeler ({lang})",
         },
         missing=missing,
         unknown=unknown,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from training.labeler import FindingsLabeler, get_labeler, label_report, split_sections
-from training.labeler.sections import labeled_text
-from training.labeler.text import fold
+from engine.labeler import FindingsLabeler, get_labeler, label_report, split_sections
+from engine.labeler.sections import labeled_text
+from engine.labeler.text import fold
 
 DATA = Path(__file__).parent / "data"
 
@@ -119,3 +119,16 @@ def test_spanish_validation_set() -> None:
             right += predicted.get(key) == presence
     assert total >= 60
     assert right / total >= 0.95
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_rule_tables_name_only_findings_of_the_finding_set(lang: str) -> None:
+    # The engine's labeler cannot see training's finding set, so this test is the check.
+    from engine.labeler.rules_en import RULES_EN
+    from engine.labeler.rules_es import RULES_ES
+    from training.findings import FINDINGS_BY_KEY
+
+    rules = RULES_EN if lang == "en" else RULES_ES
+    for table in (rules.mentions, rules.normal, rules.exclude):
+        unknown = sorted(k for k in table if k != "*" and k not in FINDINGS_BY_KEY)
+        assert not unknown, f"{lang} rules name unknown finding keys {unknown}"

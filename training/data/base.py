@@ -22,7 +22,7 @@ class ChestXrayDataset(Sequence[StudyRecord]):
 
     Subclasses set :attr:`name` and implement :meth:`_load`; ``split`` keeps one split only.
     ``label_reports=True`` fills the findings of studies that have none from their report text
-    with :mod:`training.labeler` (for layouts that ship no labels, e.g. R2Gen IU X-Ray).
+    with :mod:`engine.labeler` (for layouts that ship no labels, e.g. R2Gen IU X-Ray).
     """
 
     name: ClassVar[str] = ""
@@ -70,7 +70,7 @@ def label_from_report(record: StudyRecord) -> StudyRecord:
     """``record`` with findings from its report text when it has none (English first)."""
     if record.findings:
         return record
-    from training.labeler import get_labeler  # the labeler imports records; import late
+    from engine.labeler import get_labeler  # the labeler imports records; import late
 
     for lang in ("en", "es"):
         text = record.report(lang)

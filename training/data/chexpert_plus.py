@@ -8,7 +8,7 @@ same relative paths with ``.png``) or at ``path_to_image`` itself. Images of one
 report (same ``deid_patient_id`` and ``patient_report_date_order``) form one study.
 
 The release's own labels (CheXbert) are not read; pass ``label_reports=True`` to label the
-reports with :mod:`training.labeler`.
+reports with :mod:`engine.labeler`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ with 1.0 positive, 0.0 negative, -1.0 uncertain, blank unmentioned) and the imag
 
 The reports come from MIMIC-CXR (``mimic-cxr-reports.zip`` extracted): one text file per study
 at ``files/p10/p10000032/s50414267.txt`` under ``reports_root`` (default: ``root``). Their
-FINDINGS and IMPRESSION sections are cut out by :func:`training.labeler.sections.split_sections`.
+FINDINGS and IMPRESSION sections are cut out by :func:`engine.labeler.sections.split_sections`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
+from engine.labeler.sections import split_sections
 from training.data.base import ChestXrayDataset, find_file, read_csv
 from training.data.records import ImageRef, Presence, StudyRecord, normalize_split, normalize_view
 from training.data.registry import register_dataset
 from training.exceptions import DatasetFormatError
 from training.label_maps import CHEXPERT_TO_KEY
-from training.labeler.sections import split_sections
 
 logger = logging.getLogger(__name__)
 

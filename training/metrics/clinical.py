@@ -1,6 +1,6 @@
 """Clinical correctness: do the generated report's findings match the reference's?
 
-Both reports are turned into findings by the same labeler (:mod:`training.labeler`), as the
+Both reports are turned into findings by the same labeler (:mod:`engine.labeler`), as the
 "clinical efficacy" metrics of report-generation papers do with the CheXpert labeler. A finding
 counts as positive when ``present``; ``uncertain`` counts as negative unless
 ``uncertain_as="positive"``. Scores per finding, micro-averaged (pooled counts) and
@@ -14,8 +14,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+from engine.labeler import get_labeler
 from training.findings import CHEXPERT_KEYS, Presence, finding_keys
-from training.labeler import get_labeler
 
 logger = logging.getLogger(__name__)
 

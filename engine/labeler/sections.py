@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 
-from training.labeler.text import fold
+from engine.labeler.text import fold
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 How one report is read:
 
 1. Keep the sections that describe the image (FINDINGS, IMPRESSION; the whole text when it has
-   no headers), see :func:`training.labeler.sections.labeled_text`.
+   no headers), see :func:`engine.labeler.sections.labeled_text`.
 2. Split it into sentences; fold each (lower case, no accents).
 3. Find the triggers of the sentence (negation and uncertainty, before or after a mention;
    pseudo-triggers such as "no change"; scope terminators such as "but"). Where triggers
@@ -26,12 +26,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from training.findings import Presence
-from training.labeler.rules import CompiledRules, LanguageRules
-from training.labeler.rules_en import RULES_EN
-from training.labeler.rules_es import RULES_ES
-from training.labeler.sections import labeled_text
-from training.labeler.text import fold, nfc
+from engine.labeler.rules import CompiledRules, LanguageRules
+from engine.labeler.rules_en import RULES_EN
+from engine.labeler.rules_es import RULES_ES
+from engine.labeler.sections import labeled_text
+from engine.labeler.text import fold, nfc
+from engine.result import Presence
 
 logger = logging.getLogger(__name__)
 

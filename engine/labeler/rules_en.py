@@ -7,7 +7,7 @@ end a trigger's reach. Written on folded text: lower case, no accents.
 
 from __future__ import annotations
 
-from training.labeler.rules import LanguageRules
+from engine.labeler.rules import LanguageRules
 
 # One word and its space, for "up to n words" gaps (a negation inside a mention still counts).
 _W = r"(?:[\w-]+ )"

@@ -8,7 +8,7 @@ matches "neumotórax").
 
 from __future__ import annotations
 
-from training.labeler.rules import LanguageRules
+from engine.labeler.rules import LanguageRules
 
 _W = r"(?:[\w-]+ )"
 

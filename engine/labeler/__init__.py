@@ -1,7 +1,7 @@
 """The rule-based findings labeler for English and Spanish chest radiograph reports."""
 
-from training.labeler.labeler import FindingsLabeler, Mention, get_labeler, label_report
-from training.labeler.sections import labeled_text, split_sections
+from engine.labeler.labeler import FindingsLabeler, Mention, get_labeler, label_report
+from engine.labeler.sections import labeled_text, split_sections
 
 __all__ = [
     "FindingsLabeler",
