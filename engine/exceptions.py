@@ -61,3 +61,11 @@ class PixelDecodeError(StudyError):
 
 class EngineOutputError(StudyError):
     """The model produced unusable output for a study (NaN/inf values, or no report text)."""
+
+
+class NotReportableError(StudyError):
+    """The study is not what the engine was made for (the gate refused every image).
+
+    Not a failure: the node records the study as not reportable, with the reasons, and writes
+    no report. Send the study to a radiologist as usual.
+    """
