@@ -70,8 +70,8 @@ def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_worker(config: Config, args: argparse.Namespace) -> int:
-    from dicomnode.worker import ReportingWorker
+def _configured_engine(config: Config) -> Any:
+    """The engine ``engine.artifact`` names, on the configured backend."""
     from engine.runtime import create_engine
 
     if config.engine.artifact is None:
@@ -79,9 +79,15 @@ def _cmd_worker(config: Config, args: argparse.Namespace) -> int:
             "engine.artifact is not set: point it at a trained engine artifact "
             "(the node keeps receiving and queueing studies until a worker runs)"
         )
-    engine = create_engine(
+    return create_engine(
         config.engine.artifact, backend=config.engine.backend, max_batch=config.engine.batch_size
     )
+
+
+def _cmd_worker(config: Config, args: argparse.Namespace) -> int:
+    from dicomnode.worker import ReportingWorker
+
+    engine = _configured_engine(config)
     db_engine = create_db_engine(config.node.effective_database_url)
     check_schema(db_engine)
     worker = ReportingWorker(config, create_session_factory(db_engine), engine)
@@ -98,6 +104,14 @@ def _cmd_worker(config: Config, args: argparse.Namespace) -> int:
     finally:
         db_engine.dispose()
     return 0
+
+
+def _cmd_report(config: Config, args: argparse.Namespace) -> int:
+    from dicomnode.file_report import report_files
+
+    return report_files(
+        config, _configured_engine(config), args.files, out_dir=args.out, as_json=args.json
+    )
 
 
 def _cmd_retry(config: Config, args: argparse.Namespace) -> int:
@@ -237,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the DICOM listener and the scheduler until stopped")
     p_worker = sub.add_parser("worker", help="report queued studies with the configured engine")
     p_worker.add_argument("--poll", type=float, default=2.0, help="seconds between idle polls")
+    p_report = sub.add_parser(
+        "report",
+        help="run the configured engine on DICOM files and print the Spanish draft (no PACS)",
+    )
+    p_report.add_argument("files", nargs="+", help="DICOM files; grouped into studies by UID")
+    p_report.add_argument("--out", help="also write the report objects (SR, GSPS) to this folder")
+    p_report.add_argument("--json", action="store_true", help="machine-readable output")
     p_retry = sub.add_parser("retry", help="send refused or dead-letter deliveries again")
     p_retry.add_argument("ids", nargs="*", type=int, help="delivery ids (default: all)")
     sub.add_parser("migrate", help="create or upgrade the database schema")
@@ -254,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "serve": _cmd_serve,
     "worker": _cmd_worker,
+    "report": _cmd_report,
     "retry": _cmd_retry,
     "migrate": _cmd_migrate,
     "status": _cmd_status,
