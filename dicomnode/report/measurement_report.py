@@ -136,7 +136,7 @@ def states_normal(report: StudyReport) -> bool:
 
 
 def probability_text_es(probability: float) -> str:
-    """"prob. 0,58": Spanish decimal comma, and not "p=", which reads as a p-value."""
+    """The probability as "prob. 0,58": decimal comma, and not "p=" (reads as a p-value)."""
     return "prob. " + f"{probability:.2f}".replace(".", ",")
 
 
