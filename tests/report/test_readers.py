@@ -593,3 +593,18 @@ def test_highdicom_reads_back_every_measurement_group(
         assert evaluation.value.value == codes.PRESENCE[finding.presence].value
         assert group.get_measurements()[0].value == pytest.approx(0.5)
     assert "LongCodeValue" not in str(pydicom.dcmread(path))
+
+
+def test_finding_names_read_as_a_spanish_radiologist_writes() -> None:
+    from training.findings import FINDINGS_BY_KEY
+
+    names = {key: f.name_es for key, f in FINDINGS_BY_KEY.items()}
+    assert names["support_devices"] == "Dispositivos médicos"
+    assert names["enlarged_cardiomediastinum"] == "Ensanchamiento de la silueta cardiomediastínica"
+    assert names["elevated_hemidiaphragm"] == "Elevación del hemidiafragma"
+    assert names["hypoinflation"] == "Volúmenes pulmonares disminuidos"
+    assert names["spondylosis"] == "Cambios degenerativos de la columna dorsal"
+    for name in names.values():
+        assert name[0].isupper() and not name.endswith("."), name
+        for calque in ("de soporte", "hemidiafragmática", "Hipoinsuflación", "cardiomediastínico"):
+            assert calque not in name, name
