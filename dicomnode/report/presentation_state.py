@@ -31,6 +31,7 @@ from typing import Literal, get_args
 
 import highdicom as hd
 from pydicom import Dataset
+from pydicom.multival import MultiValue
 
 from dicomnode.report.measurement_report import finding_label_es, region_polyline
 from dicomnode.report.provenance import (
@@ -204,8 +205,9 @@ def legacy_multiframe_luts(
 
 
 def _first(value: object) -> float:
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return float(value[0])  # type: ignore[index]
+    """The first of a multi-valued DS (images may carry several windows)."""
+    if isinstance(value, (list, tuple, MultiValue)):
+        return float(value[0])
     return float(value)  # type: ignore[arg-type]
 
 
