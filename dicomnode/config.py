@@ -222,6 +222,8 @@ class ReportConfig(_Section):
     """Which objects are written for each report, and how they are identified."""
 
     presentation_state: bool = True
+    # What the presentation state draws: findings coded present, or present and uncertain.
+    presentation_state_findings: Literal["present", "present_and_uncertain"] = "present"
     # The site's own registered root, if it has one; derived UIDs are hashed under it.
     uid_root: str = DEFAULT_UID_ROOT
     institution_name: str = ""

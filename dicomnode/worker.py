@@ -238,6 +238,7 @@ class ReportingWorker:
                     result,
                     datasets,
                     with_presentation_state=self.config.report.presentation_state,
+                    presentation_state_findings=self.config.report.presentation_state_findings,
                     uid_root=self.config.report.uid_root,
                     institution_name=self.config.report.institution_name or None,
                 )

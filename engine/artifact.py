@@ -75,6 +75,8 @@ class FindingSpec(_Strict):
     locatable: bool = False
     #: False where training could not confirm the code against an authoritative source.
     code_verified: bool = True
+    #: The code value in the local scheme ``99CXR`` (DICOM Code Value: 16 characters at most).
+    local_code: str = Field(default="", max_length=16)
     threshold_present: float = Field(default=0.5, ge=0.0, le=1.0)
     threshold_absent: float = Field(default=0.2, ge=0.0, le=1.0)
 
@@ -92,11 +94,15 @@ class FindingSpec(_Strict):
 
         An unconfirmed standard code is never emitted as SNOMED CT or RadLex: a wrong
         concept id in a PACS is worse than an honest local code, so the finding is coded in
-        the node's private scheme ``99CXR`` under its key until the code is confirmed.
+        the node's private scheme ``99CXR`` under its local code until the code is confirmed
+        (artifacts older than ``local_code``: the key, cut to Code Value's 16 characters).
         """
         if not self.code_verified:
             return FindingCode(
-                value=self.key, scheme="99CXR", meaning_es=self.name_es, meaning_en=self.name_en
+                value=self.local_code or self.key[:16],
+                scheme="99CXR",
+                meaning_es=self.name_es,
+                meaning_en=self.name_en,
             )
         return FindingCode(
             value=self.code_value,

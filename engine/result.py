@@ -34,6 +34,11 @@ class FindingCode:
             raise ValueError(f"FindingCode.scheme {self.scheme!r} is not SCT, RADLEX, DCM or 99CXR")
         if not self.meaning_es:
             raise ValueError("FindingCode.meaning_es must not be empty")
+        if self.scheme == "99CXR" and len(self.value) > 16:
+            raise ValueError(
+                f"FindingCode.value {self.value!r} of the local scheme 99CXR exceeds the 16 "
+                "characters of a DICOM Code Value; give the finding a shorter local code"
+            )
 
 
 @dataclass(frozen=True)
@@ -92,11 +97,36 @@ class EngineIdentity:
 
 
 @dataclass(frozen=True)
+class AnalysedImage:
+    """One image the engine looked at, in which role, and why it chose that image.
+
+    ``role`` is the model input slot (``"frontal"``, ``"lateral"``); ``view`` is the
+    projection as the header (or dataset) named it (``"PA"``, ``"AP"``, ``"LL"``), empty
+    when unknown; ``frame_number`` is the frame analysed in a multi-frame image (1-based).
+    """
+
+    sop_instance_uid: str
+    role: str
+    view: str = ""
+    reason: str = ""
+    frame_number: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.sop_instance_uid:
+            raise ValueError("AnalysedImage.sop_instance_uid must not be empty")
+        if not self.role:
+            raise ValueError("AnalysedImage.role must not be empty")
+        if self.frame_number < 1:
+            raise ValueError(f"AnalysedImage.frame_number must be >= 1, got {self.frame_number}")
+
+
+@dataclass(frozen=True)
 class StudyReport:
     """The engine's output for one study: coded findings and Spanish narrative sections.
 
     ``sections`` maps a section title as shown to the reader (``"Hallazgos"``,
-    ``"Impresión"``) to its text, in reading order.
+    ``"Impresión"``) to its text, in reading order. ``analysed_images`` says which
+    source images the model read, in which role and why (written into the report).
     """
 
     study_instance_uid: str
@@ -106,6 +136,7 @@ class StudyReport:
     engine: EngineIdentity
     language: str = "es"
     extra: dict[str, str] = field(default_factory=dict)
+    analysed_images: tuple[AnalysedImage, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.study_instance_uid:
@@ -114,3 +145,9 @@ class StudyReport:
             raise ValueError("StudyReport.source_sop_instance_uids must name at least one image")
         if not self.sections:
             raise ValueError("StudyReport.sections must hold at least one section")
+        for image in self.analysed_images:
+            if image.sop_instance_uid not in self.source_sop_instance_uids:
+                raise ValueError(
+                    f"StudyReport.analysed_images names {image.sop_instance_uid}, which is "
+                    "not one of source_sop_instance_uids"
+                )

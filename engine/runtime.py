@@ -37,7 +37,14 @@ from engine.preprocessing import (
     select_views,
     stack_views,
 )
-from engine.result import EngineIdentity, FindingResult, Presence, Region, StudyReport
+from engine.result import (
+    AnalysedImage,
+    EngineIdentity,
+    FindingResult,
+    Presence,
+    Region,
+    StudyReport,
+)
 from engine.text import ReportTokenizer
 
 if TYPE_CHECKING:
@@ -110,6 +117,8 @@ class PreparedStudy:
     frontal: PreparedImage
     source_sop_instance_uids: tuple[str, ...]
     view_reason: str
+    #: Which image fills each model input slot, with its view and why (written into reports).
+    analysed: tuple[AnalysedImage, ...] = ()
 
 
 def presence_of(probability: float, spec: FindingSpec) -> Presence:
@@ -118,6 +127,12 @@ def presence_of(probability: float, spec: FindingSpec) -> Presence:
     if probability <= spec.threshold_absent:
         return "absent"
     return "uncertain"
+
+
+def _analysed(ds: Dataset, prepared: PreparedImage, reason: str) -> AnalysedImage:
+    """What the report says about one image the model read (preprocessing reads frame 1)."""
+    view = str(getattr(ds, "ViewPosition", "") or "").strip().upper()
+    return AnalysedImage(prepared.sop_instance_uid, prepared.view, view, reason, frame_number=1)
 
 
 class Engine:
@@ -179,12 +194,16 @@ class Engine:
                 f"study {study_uid}: an image has no SOPInstanceUID; it cannot be referenced",
                 study_instance_uid=study_uid,
             )
+        analysed = [_analysed(frontal_ds, frontal, selection.frontal_reason)]
+        if lateral is not None and selection.lateral is not None:
+            analysed.append(_analysed(selection.lateral, lateral, selection.lateral_reason))
         return PreparedStudy(
             study_uid,
             stack_views(frontal, lateral, spec),
             frontal,
             sources,
             selection.frontal_reason,
+            tuple(analysed),
         )
 
     def prepare_image_study(self, study: ImageStudy) -> PreparedStudy:
@@ -277,6 +296,7 @@ class Engine:
                 engine=self.identity,
                 language=self.artifact.manifest.languages[0],
                 extra={"backend": self.backend.describe(), "view_selection": study.view_reason},
+                analysed_images=study.analysed,
             )
         return [r for r in out if r is not None]
 

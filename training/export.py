@@ -87,6 +87,7 @@ def finding_specs(
                 name_en=finding.name_en,
                 locatable=finding.locatable,
                 code_verified=bool(getattr(finding, "code_verified", True)),
+                local_code=str(getattr(finding, "local_code", "")),
                 threshold_present=present,
                 threshold_absent=absent,
             )

@@ -58,6 +58,35 @@ Presence = Literal["present", "absent", "uncertain"]
 PRESENCE_VALUES: tuple[str, ...] = ("present", "absent", "uncertain")
 
 
+#: Code Value (0008,0100) is SH: 16 characters. Longer values go to Long Code Value, which
+#: many PACS and RIS readers ignore.
+LOCAL_CODE_MAX = 16
+LOCAL_CODE_PREFIX = "CXR-"
+
+#: Local code values for the keys whose ``CXR-<KEY>`` would exceed 16 characters.
+_ABBREVIATED_LOCAL_CODES: dict[str, str] = {
+    "enlarged_cardiomediastinum": "CXR-ENLCARDMED",
+    "pleural_thickening": "CXR-PLEURTHICK",
+    "aortic_elongation": "CXR-AORTELONG",
+    "aortic_atheromatosis": "CXR-AORTATHERO",
+    "elevated_hemidiaphragm": "CXR-ELEVHEMIDIA",
+    "interstitial_pattern": "CXR-INTERSTIT",
+    "support_devices": "CXR-DEVICES",
+    "pleural_effusion": "CXR-PLEUREFF",
+    "hyperinflation": "CXR-HYPERINFL",
+    "hypoinflation": "CXR-HYPOINFL",
+    "bronchiectasis": "CXR-BRONCHIECT",
+    "consolidation": "CXR-CONSOLID",
+    "calcification": "CXR-CALCIF",
+}
+
+
+def local_code_for(key: str) -> str:
+    """The ``99CXR`` code value of a finding key: ``CXR-`` and the key in capitals without
+    underscores, or its registered abbreviation where that would exceed 16 characters."""
+    return _ABBREVIATED_LOCAL_CODES.get(key, LOCAL_CODE_PREFIX + key.upper().replace("_", ""))
+
+
 @dataclass(frozen=True)
 class Finding:
     """One radiological finding of the unified set, with its code and its Spanish name."""
@@ -70,8 +99,19 @@ class Finding:
     chexpert: bool
     locatable: bool
     code_verified: bool = True
+    #: The code value in the node's local scheme ``99CXR``, used while the standard code is
+    #: unconfirmed: at most 16 characters (DICOM Code Value, SH) so that every reader sees it
+    #: as a plain Code Value, never as a Long Code Value. Derived from the key when empty.
+    local_code: str = ""
 
     def __post_init__(self) -> None:
+        if not self.local_code:
+            object.__setattr__(self, "local_code", local_code_for(self.key))
+        if len(self.local_code) > LOCAL_CODE_MAX or self.local_code == self.key:
+            raise ValueError(
+                f"Finding {self.key!r}: local_code {self.local_code!r} must be at most "
+                f"{LOCAL_CODE_MAX} characters and differ from the key"
+            )
         if not self.key or not self.key.replace("_", "").isalnum() or self.key.lower() != self.key:
             raise ValueError(f"Finding.key must be a snake_case identifier, got {self.key!r}")
         if not self.name_en or not self.name_es:
@@ -105,7 +145,8 @@ FINDINGS: tuple[Finding, ...] = (
     _f("no_finding", "No finding", "Sin hallazgos patológicos", "281900007",
        chexpert=True, locatable=False),
     _f("enlarged_cardiomediastinum", "Enlarged cardiomediastinum",
-       "Ensanchamiento cardiomediastínico", "274096000", chexpert=True, verified=False),
+       "Ensanchamiento de la silueta cardiomediastínica", "274096000",
+       chexpert=True, verified=False),
     _f("cardiomegaly", "Cardiomegaly", "Cardiomegalia", "8186001", chexpert=True),
     _f("lung_opacity", "Lung opacity", "Opacidad pulmonar", "263930000",
        chexpert=True, verified=False),
@@ -121,7 +162,7 @@ FINDINGS: tuple[Finding, ...] = (
     _f("pleural_other", "Other pleural abnormality", "Otra alteración pleural", "301256004",
        chexpert=True),
     _f("fracture", "Fracture", "Fractura", "125605004", chexpert=True),
-    _f("support_devices", "Support devices", "Dispositivos de soporte", "49062001",
+    _f("support_devices", "Support devices", "Dispositivos médicos", "49062001",
        chexpert=True, verified=False),
     # The other NIH ChestX-ray14 labels.
     _f("infiltration", "Infiltration", "Infiltrado pulmonar", "409609008"),
@@ -135,19 +176,19 @@ FINDINGS: tuple[Finding, ...] = (
     # Frequent in IU X-Ray MeSH annotations and PadChest labels.
     _f("hyperinflation", "Hyperinflation", "Hiperinsuflación pulmonar", "19311004",
        locatable=False, verified=False),
-    _f("hypoinflation", "Low lung volumes", "Hipoinsuflación pulmonar", "249683004",
+    _f("hypoinflation", "Low lung volumes", "Volúmenes pulmonares disminuidos", "249683004",
        locatable=False, verified=False),
     _f("granuloma", "Granuloma", "Granuloma", "45647009", verified=False),
     _f("calcification", "Calcification", "Calcificación", "82650004", verified=False),
     _f("scoliosis", "Scoliosis", "Escoliosis", "298382003", locatable=False),
     _f("kyphosis", "Kyphosis", "Cifosis", "414564002", locatable=False, verified=False),
-    _f("spondylosis", "Degenerative spine changes", "Cambios degenerativos vertebrales",
+    _f("spondylosis", "Degenerative spine changes", "Cambios degenerativos de la columna dorsal",
        "75320002", verified=False),
     _f("aortic_elongation", "Tortuous or elongated aorta", "Elongación aórtica", "433021000",
        verified=False),
     _f("aortic_atheromatosis", "Aortic atherosclerosis", "Ateromatosis aórtica", "54160000",
        verified=False),
-    _f("elevated_hemidiaphragm", "Elevated hemidiaphragm", "Elevación hemidiafragmática",
+    _f("elevated_hemidiaphragm", "Elevated hemidiaphragm", "Elevación del hemidiafragma",
        "95417006", verified=False),
     _f("scarring", "Scarring", "Cambios cicatriciales", "12402003", verified=False),
     _f("bronchiectasis", "Bronchiectasis", "Bronquiectasias", "12295008"),
@@ -162,6 +203,8 @@ CHEXPERT_KEYS: tuple[str, ...] = tuple(f.key for f in FINDINGS if f.chexpert)
 
 if len(FINDINGS_BY_KEY) != len(FINDINGS):  # pragma: no cover - guards edits to the table
     raise RuntimeError("training.findings.FINDINGS holds a duplicate key")
+if len({f.local_code for f in FINDINGS}) != len(FINDINGS):  # pragma: no cover - same
+    raise RuntimeError("training.findings.FINDINGS holds a duplicate local code")
 
 
 def finding_keys() -> tuple[str, ...]:

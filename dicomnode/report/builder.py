@@ -6,7 +6,9 @@
 2. :class:`~dicomnode.report.measurement_report.FindingsMeasurementReport`:
    Comprehensive 3D SR, TID 1500 (only when the engine produced findings);
 3. one :class:`~dicomnode.report.presentation_state.FindingsPresentationState`
-   per source image with located findings (optional).
+   per source image with a located finding to draw (optional; by default findings
+   coded present only). A presentation state that cannot be built is logged and
+   left out: it never costs the SRs.
 
 Both SRs share one new series in the source study; the presentation states get a
 second new series (PS3.3 requires a series to hold one modality). Every UID is
@@ -24,9 +26,14 @@ from collections.abc import Sequence
 from pydicom import Dataset
 
 from dicomnode.exceptions import ReportObjectError
-from dicomnode.report.measurement_report import FindingsMeasurementReport
+from dicomnode.report.measurement_report import FindingsMeasurementReport, coded_findings
 from dicomnode.report.narrative import NarrativeReport
-from dicomnode.report.presentation_state import FindingsPresentationState
+from dicomnode.report.presentation_state import (
+    DRAWN_FINDINGS,
+    DrawnFindings,
+    FindingsPresentationState,
+    drawn_findings,
+)
 from dicomnode.uids import DEFAULT_UID_ROOT, derive_output_uid, validate_uid_root
 from engine.result import StudyReport
 
@@ -81,12 +88,17 @@ def build_report_objects(
     sources: Sequence[Dataset],
     *,
     with_presentation_state: bool = True,
+    presentation_state_findings: DrawnFindings = "present",
     uid_root: str = DEFAULT_UID_ROOT,
     sr_series_number: int = DEFAULT_SR_SERIES_NUMBER,
     pr_series_number: int = DEFAULT_PR_SERIES_NUMBER,
     institution_name: str | None = None,
 ) -> list[Dataset]:
-    """The DICOM objects that carry ``report`` back into its study (see the module docstring)."""
+    """The DICOM objects that carry ``report`` back into its study (see the module docstring).
+
+    ``presentation_state_findings`` chooses what the presentation states draw:
+    ``"present"`` (default) or ``"present_and_uncertain"``.
+    """
     if not isinstance(report, StudyReport):
         raise TypeError(f"report must be a StudyReport, got {type(report).__name__}")
     if report.language.split("-")[0].lower() != "es":
@@ -96,6 +108,11 @@ def build_report_objects(
         )
     if not isinstance(with_presentation_state, bool):
         raise TypeError("with_presentation_state must be a bool")
+    if presentation_state_findings not in DRAWN_FINDINGS:
+        raise ValueError(
+            f"presentation_state_findings must be one of {DRAWN_FINDINGS}, "
+            f"got {presentation_state_findings!r}"
+        )
     validate_uid_root(uid_root)
     for name, number in (
         ("sr_series_number", sr_series_number),
@@ -132,7 +149,7 @@ def build_report_objects(
                     **common,  # type: ignore[arg-type]
                 )
             )
-            if report.findings:
+            if coded_findings(report):
                 objects.append(
                     FindingsMeasurementReport(
                         report,
@@ -144,10 +161,16 @@ def build_report_objects(
                         **common,  # type: ignore[arg-type]
                     )
                 )
-            if with_presentation_state:
-                located = {f.region.sop_instance_uid for f in report.findings if f.region}
-                images = [ds for ds in chosen if ds.SOPInstanceUID in located]
-                for number, source in enumerate(images, start=1):
+        except ValueError as exc:
+            if isinstance(exc, ReportObjectError):
+                raise
+            raise ReportObjectError(f"cannot build the report objects: {exc}") from exc
+        if with_presentation_state:
+            images = [
+                ds for ds in chosen if drawn_findings(report, ds, presentation_state_findings)
+            ]
+            for number, source in enumerate(images, start=1):
+                try:
                     objects.append(
                         FindingsPresentationState(
                             report,
@@ -157,11 +180,16 @@ def build_report_objects(
                             sop_instance_uid=uid(f"pr:{source.SOPInstanceUID}"),
                             instance_number=number,
                             institution_name=institution_name,
+                            findings=presentation_state_findings,
                         )
                     )
-        except ValueError as exc:
-            if isinstance(exc, ReportObjectError):
-                raise
-            raise ReportObjectError(f"cannot build the report objects: {exc}") from exc
+                except Exception:
+                    # Optional object: the SRs carry the same findings, so they still go.
+                    logger.exception(
+                        "presentation state for image %s of study %s could not be built; "
+                        "sending the reports without it",
+                        source.SOPInstanceUID,
+                        report.study_instance_uid,
+                    )
     logger.info("built %d report object(s) for study %s", len(objects), report.study_instance_uid)
     return objects

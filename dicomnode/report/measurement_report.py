@@ -7,17 +7,21 @@ viewers list and draw it. Its content tree (PS3.16 TID 1500):
 - TID 1001 observation context with the engine as device observer (TID 1004);
 - procedure reported: plain chest radiograph;
 - TID 1600 image library: every source image;
-- Imaging Measurements, one group per finding the engine produced:
+- Imaging Measurements, one group per finding the engine produced (the "no finding"
+  output excepted: a normal study is a statement, see below):
 
   - TID 1410 Planar ROI group when the engine located the finding (a closed
-    POLYLINE SCOORD on the source image), otherwise TID 1501 group;
+    POLYLINE SCOORD on the source image, naming the frame on a multi-frame image),
+    otherwise TID 1501 group;
   - finding type = the finding's SNOMED CT / RadLex code with its Spanish meaning;
   - qualitative evaluation: finding = Presente / Ausente / Indeterminado;
   - measurement: Probabilidad (UCUM "1"), with TID 4019 algorithm identification;
   - finding site Tórax with laterality, when the engine gave a side;
 
-- Qualitative Evaluations (TID 1500 row 12): the disclaimer and each narrative
-  section as TEXT, so the draft nature is visible in this object too.
+- Qualitative Evaluations (TID 1500 row 12): the disclaimer, which images the
+  model read and why, for a normal study the impression "Sin hallazgos patológicos"
+  (SCT 281900007, never beside a finding coded present), and each narrative section
+  as TEXT, so the draft nature is visible in this object too.
 """
 
 from __future__ import annotations
@@ -32,10 +36,14 @@ from pydicom import Dataset
 from dicomnode.report import codes
 from dicomnode.report.provenance import (
     algorithm_identification,
+    analysed_frame,
+    analysed_images_text,
     contributing_equipment,
     disclaimer_text,
     finish_draft_header,
     observation_context,
+    performed_procedure_codes,
+    referenced_requests,
 )
 from dicomnode.uids import DEFAULT_UID_ROOT, derive_uid
 from engine.result import FindingResult, Region, StudyReport
@@ -95,15 +103,72 @@ def library_entry_header(source: Dataset) -> Dataset:
     return entry
 
 
+def is_normal_statement(finding: FindingResult) -> bool:
+    """Whether ``finding`` is the engine's "no finding" output rather than a finding."""
+    return finding.key == "no_finding" or (
+        finding.code.scheme == codes.NO_ABNORMALITY.scheme_designator
+        and finding.code.value == codes.NO_ABNORMALITY.value
+    )
+
+
+def coded_findings(report: StudyReport) -> tuple[FindingResult, ...]:
+    """The findings written as measurement groups: all but the "no finding" output, which
+    would read as a double negative ("Sin hallazgos patológicos: ausente")."""
+    return tuple(f for f in report.findings if not is_normal_statement(f))
+
+
+def states_normal(report: StudyReport) -> bool:
+    """Whether the report states a normal study: "no finding" present and no finding present.
+
+    When the engine scores "no finding" present beside a finding present, the finding wins
+    and no normal statement is written (the two must never coexist in one report).
+    """
+    normal = any(is_normal_statement(f) and f.presence == "present" for f in report.findings)
+    present = [f.key for f in coded_findings(report) if f.presence == "present"]
+    if normal and present:
+        logger.warning(
+            "study %s: the engine scored 'no finding' present beside %s; no normal statement "
+            "is written",
+            report.study_instance_uid,
+            ", ".join(present),
+        )
+    return normal and not present
+
+
+def probability_text_es(probability: float) -> str:
+    """The probability as "prob. 0,58": decimal comma, and not "p=" (reads as a p-value)."""
+    return "prob. " + f"{probability:.2f}".replace(".", ",")
+
+
 def finding_label_es(finding: FindingResult) -> str:
-    """A short Spanish label: name, side, presence and probability (e.g. for annotations)."""
-    parts = [finding.code.meaning_es]
+    """A short Spanish label: name, side, presence when not present, and probability.
+
+    The side is a phrase ("en hemitórax derecho") so it agrees with any finding name.
+    """
+    label = finding.code.meaning_es
     if finding.laterality is not None:
-        parts.append(codes.LATERALITY_TEXT_ES[finding.laterality])
-    label = " ".join(parts)
-    presence = codes.PRESENCE_TEXT_ES[finding.presence]
-    probability = f"{finding.probability:.2f}".replace(".", ",")  # Spanish decimal comma
-    return f"{label}: {presence} (p={probability})"
+        label += " " + codes.LATERALITY_TEXT_ES[finding.laterality]
+    if finding.presence != "present":
+        label += ": " + codes.PRESENCE_TEXT_ES[finding.presence]
+    return f"{label} ({probability_text_es(finding.probability)})"
+
+
+def set_library_modalities(content: Dataset, sources: dict[str, Dataset]) -> None:
+    """Code each TID 1600 library entry's Modality from its source header.
+
+    highdicom derives it from the SOP class, which says OT for a Secondary Capture even
+    when its header says CR; the header is what the PACS and the reader see.
+    """
+    for item in content.get("ContentSequence") or []:
+        if item.get("ValueType") == "IMAGE" and "ReferencedSOPSequence" in item:
+            source = sources.get(str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID))
+            coded = codes.MODALITY.get(str(source.get("Modality", ""))) if source else None
+            for descriptor in item.get("ContentSequence") or []:
+                name = descriptor.ConceptNameCodeSequence[0]
+                if coded is not None and name.CodeValue == codes.MODALITY_CONCEPT_VALUE:
+                    descriptor.ConceptCodeSequence = [hd.sr.CodedConcept.from_dataset(coded)]
+        elif item.get("ValueType") == "CONTAINER":
+            set_library_modalities(item, sources)
 
 
 def measurement_group(
@@ -145,12 +210,14 @@ def measurement_group(
                 f"finding {finding.key!r} has a region on image "
                 f"{finding.region.sop_instance_uid}, which is not among the source images"
             )
+        frame = analysed_frame(report, source)
         image_region = hd.sr.ImageRegion(
             graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
             graphic_data=region_polyline(finding.region, source),
             source_image=hd.sr.SourceImageForRegion(
                 referenced_sop_class_uid=source.SOPClassUID,
                 referenced_sop_instance_uid=source.SOPInstanceUID,
+                referenced_frame_numbers=[frame] if frame is not None else None,
             ),
         )
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
@@ -173,25 +240,44 @@ def measurement_group(
             hd.sr.SourceImageForMeasurementGroup(
                 referenced_sop_class_uid=ds.SOPClassUID,
                 referenced_sop_instance_uid=ds.SOPInstanceUID,
+                referenced_frame_numbers=(
+                    [frame] if (frame := analysed_frame(report, ds)) is not None else None
+                ),
             )
             for ds in sources.values()
         ],
     )
 
 
-def narrative_evaluations(report: StudyReport) -> hd.sr.ContainerContentItem:
-    """TID 1500 row 12 container: the disclaimer first, then each narrative section."""
+def narrative_evaluations(
+    report: StudyReport, sources: Sequence[Dataset]
+) -> hd.sr.ContainerContentItem:
+    """TID 1500 row 12 container: the disclaimer first, the images the model read, the
+    normal statement when the study is normal, then each narrative section."""
     container = hd.sr.ContainerContentItem(
         name=codes.QUALITATIVE_EVALUATIONS,
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
-    items = [
+    items: list[hd.sr.ContentItem] = [
         hd.sr.TextContentItem(
             name=codes.COMMENT,
             value=disclaimer_text(report.engine),
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
-        )
+        ),
+        hd.sr.TextContentItem(
+            name=codes.PROCEDURE_DESCRIPTION,
+            value=analysed_images_text(report, sources),
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        ),
     ]
+    if states_normal(report):
+        items.append(
+            hd.sr.CodeContentItem(
+                name=codes.IMPRESSION,
+                value=codes.NO_ABNORMALITY,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
     for title, text in report.sections:
         section, _ = codes.section_concepts(title)
         items.append(
@@ -226,7 +312,7 @@ class FindingsMeasurementReport(hd.sr.Comprehensive3DSR):
     ) -> None:
         if not isinstance(report, StudyReport):
             raise TypeError(f"report must be a StudyReport, got {type(report).__name__}")
-        if not report.findings:
+        if not coded_findings(report):
             raise ValueError(
                 "report has no findings: a TID 1500 Measurement Report needs at least one "
                 "measurement group; write only the narrative report for this study"
@@ -236,7 +322,7 @@ class FindingsMeasurementReport(hd.sr.Comprehensive3DSR):
         by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
         groups = [
             measurement_group(f, i, by_uid, report, root=uid_root)
-            for i, f in enumerate(report.findings, start=1)
+            for i, f in enumerate(coded_findings(report), start=1)
         ]
         content = hd.sr.MeasurementReport(
             observation_context=observation_context(report.engine, root=uid_root),
@@ -248,7 +334,8 @@ class FindingsMeasurementReport(hd.sr.Comprehensive3DSR):
             ),
             referenced_images=[library_entry_header(ds) for ds in by_uid.values()],
         )
-        content[0].ContentSequence.append(narrative_evaluations(report))
+        set_library_modalities(content[0], by_uid)
+        content[0].ContentSequence.append(narrative_evaluations(report, list(by_uid.values())))
         super().__init__(
             evidence=list(by_uid.values()),
             content=content[0],
@@ -261,7 +348,8 @@ class FindingsMeasurementReport(hd.sr.Comprehensive3DSR):
             is_final=False,
             is_verified=False,
             institution_name=institution_name,
-            performed_procedure_codes=[codes.CHEST_RADIOGRAPH],
+            performed_procedure_codes=performed_procedure_codes(list(by_uid.values())),
+            requested_procedures=referenced_requests(list(by_uid.values())),
             contributing_equipment=[contributing_equipment(report.engine)],
             specific_character_set="ISO_IR 192",
         )

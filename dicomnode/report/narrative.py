@@ -8,8 +8,11 @@ often not Comprehensive 3D SR, so the narrative travels in its own object:
   engine as device observer (TID 1004);
 - the disclaimer as the first CONTAINS item (DCM 121106 "Comentario"), so every
   renderer shows it before the text;
-- one section container per engine section (TID 2001: "Hallazgos" DCM 121070,
-  "Impresión" DCM 121072, ...), each holding its text as a TID 2002 TEXT item.
+- a "Descripción del procedimiento" section (LOINC 55111-9) saying which image(s) the
+  model read (view, frame) and why it chose them;
+- one section container per engine section (TID 2001 headings from CID 7001, all
+  LOINC: "Hallazgos" 59776-5, "Impresión" 19005-8, ...), each holding its text as a
+  TID 2002 TEXT item (CID 7002: DCM 121071 "Hallazgo", 121073 "Impresión", ...).
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ from pydicom.uid import BasicTextSRStorage
 
 from dicomnode.report import codes
 from dicomnode.report.provenance import (
+    analysed_images_text,
     contributing_equipment,
     disclaimer_text,
     finish_draft_header,
     observation_context,
+    performed_procedure_codes,
+    referenced_requests,
 )
 from dicomnode.uids import DEFAULT_UID_ROOT
 from engine.result import StudyReport
@@ -39,7 +45,7 @@ _CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
 
 
 def diagnostic_imaging_report(
-    report: StudyReport, *, root: str = DEFAULT_UID_ROOT
+    report: StudyReport, sources: Sequence[Dataset], *, root: str = DEFAULT_UID_ROOT
 ) -> hd.sr.ContainerContentItem:
     """The TID 2000 content tree for ``report`` (root container with all its items)."""
     container = hd.sr.ContainerContentItem(name=codes.DIAGNOSTIC_IMAGING_REPORT, template_id="2000")
@@ -56,6 +62,19 @@ def diagnostic_imaging_report(
             name=codes.COMMENT, value=disclaimer_text(report.engine), relationship_type=_CONTAINS
         )
     )
+    procedure = hd.sr.ContainerContentItem(
+        name=codes.CURRENT_PROCEDURE, relationship_type=_CONTAINS
+    )
+    procedure.ContentSequence = hd.sr.ContentSequence(
+        [
+            hd.sr.TextContentItem(
+                name=codes.PROCEDURE_DESCRIPTION,
+                value=analysed_images_text(report, sources),
+                relationship_type=_CONTAINS,
+            )
+        ]
+    )
+    items.append(procedure)
     for title, text in report.sections:
         section_name, item_name = codes.section_concepts(title)
         section = hd.sr.ContainerContentItem(name=section_name, relationship_type=_CONTAINS)
@@ -124,7 +143,7 @@ class NarrativeReport(BasicTextSR):
         by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
         super().__init__(
             evidence=list(by_uid.values()),
-            content=diagnostic_imaging_report(report, root=uid_root),
+            content=diagnostic_imaging_report(report, list(by_uid.values()), root=uid_root),
             series_instance_uid=series_instance_uid,
             series_number=series_number,
             sop_instance_uid=sop_instance_uid,
@@ -134,7 +153,8 @@ class NarrativeReport(BasicTextSR):
             is_final=False,
             is_verified=False,
             institution_name=institution_name,
-            performed_procedure_codes=[codes.CHEST_RADIOGRAPH],
+            performed_procedure_codes=performed_procedure_codes(list(by_uid.values())),
+            requested_procedures=referenced_requests(list(by_uid.values())),
             contributing_equipment=[contributing_equipment(report.engine)],
             specific_character_set="ISO_IR 192",
         )

@@ -12,7 +12,10 @@ all built here from one :class:`engine.result.EngineIdentity`:
 
 from __future__ import annotations
 
+import copy
 import logging
+import re
+from collections.abc import Sequence
 
 import highdicom as hd
 from pydicom import Dataset, config
@@ -21,7 +24,7 @@ from pydicom.valuerep import validate_value
 
 from dicomnode.report import codes
 from dicomnode.uids import DEFAULT_UID_ROOT, derive_uid
-from engine.result import EngineIdentity, StudyReport
+from engine.result import AnalysedImage, EngineIdentity, StudyReport
 
 logger = logging.getLogger(__name__)
 
@@ -122,15 +125,150 @@ def drop_invalid_copied_values(dataset: Dataset) -> None:
             del dataset[keyword]
 
 
+#: Referenced Request Sequence item attributes (PS3.3 Table C.17-3) copied from a source's
+#: Request Attributes item; type 2 ones are written empty when the source lacks them.
+_REQUEST_TYPE2 = (
+    "AccessionNumber",
+    "PlacerOrderNumberImagingServiceRequest",
+    "FillerOrderNumberImagingServiceRequest",
+    "RequestedProcedureID",
+    "RequestedProcedureDescription",
+)
+_REQUEST_SEQUENCES = (
+    "IssuerOfAccessionNumberSequence",
+    "OrderPlacerIdentifierSequence",
+    "OrderFillerIdentifierSequence",
+)
+
+
+def referenced_requests(sources: Sequence[Dataset]) -> list[Dataset] | None:
+    """Referenced Request Sequence items: the orders the sources were acquired for.
+
+    Copied from each source's Request Attributes Sequence (0040,0275), so a RIS can attach
+    the draft to its order; the image's own Accession Number fills an item that has none.
+    ``None`` when no source names a request (the attribute is then left out, as 1C allows).
+    """
+    items: dict[tuple[str, ...], Dataset] = {}
+    for source in sources:
+        for request in source.get("RequestAttributesSequence") or []:
+            item = Dataset()
+            item.StudyInstanceUID = request.get("StudyInstanceUID") or source.StudyInstanceUID
+            item.ReferencedStudySequence = [
+                copy.deepcopy(ref) for ref in request.get("ReferencedStudySequence") or []
+            ]
+            for keyword in _REQUEST_TYPE2:
+                value = request.get(keyword) or ""
+                if keyword == "AccessionNumber" and not value:
+                    value = source.get("AccessionNumber") or ""
+                setattr(item, keyword, value)
+            item.RequestedProcedureCodeSequence = [
+                copy.deepcopy(code) for code in request.get("RequestedProcedureCodeSequence") or []
+            ][:1]
+            for keyword in _REQUEST_SEQUENCES:
+                if request.get(keyword):
+                    setattr(item, keyword, copy.deepcopy(request[keyword]))
+            key = tuple(str(item.get(k, "")) for k in ("StudyInstanceUID", *_REQUEST_TYPE2))
+            items.setdefault(key, item)
+    return list(items.values()) or None
+
+
+def performed_procedure_codes(sources: Sequence[Dataset]) -> list[hd.sr.CodedConcept]:
+    """The study's Procedure Code Sequence from the sources; a plain chest radiograph when
+    no source carries one (the node reports chest radiographs only)."""
+    found: dict[tuple[str, str], hd.sr.CodedConcept] = {}
+    for source in sources:
+        for item in source.get("ProcedureCodeSequence") or []:
+            try:
+                concept = hd.sr.CodedConcept.from_dataset(item)
+            except (AttributeError, TypeError, ValueError) as exc:
+                logger.warning("ignoring a malformed Procedure Code Sequence item: %s", exc)
+                continue
+            found.setdefault((concept.value, concept.scheme_designator), concept)
+    return list(found.values()) or [codes.CHEST_RADIOGRAPH]
+
+
 def finish_draft_header(dataset: Dataset, report: StudyReport) -> None:
     """Header attributes every draft object shares: description, equipment, local codes."""
     drop_invalid_copied_values(dataset)
     dataset.SeriesDescription = SERIES_DESCRIPTION_ES
     dataset.ManufacturerModelName = report.engine.name
     dataset.SoftwareVersions = [report.engine.version, report.engine.sha256]
-    if any(f.code.scheme == codes.LOCAL_SCHEME for f in report.findings):
+    # Declared only where one of its codes is actually written (not in the narrative or GSPS).
+    if codes.uses_scheme(dataset, codes.LOCAL_SCHEME):
         item = Dataset()
         item.CodingSchemeDesignator = codes.LOCAL_SCHEME
         item.CodingSchemeName = codes.LOCAL_SCHEME_NAME
         item.CodingSchemeResponsibleOrganization = report.engine.manufacturer
         dataset.CodingSchemeIdentificationSequence = [item]
+
+
+def analysed_images(report: StudyReport, sources: Sequence[Dataset]) -> tuple[AnalysedImage, ...]:
+    """Which source images the model read, in which role and why.
+
+    Engines before :attr:`StudyReport.analysed_images` listed the frontal image first and its
+    selection reason in ``extra["view_selection"]``: that is what such reports get.
+    """
+    if report.analysed_images:
+        return report.analysed_images
+    first = report.source_sop_instance_uids[0]
+    header = next((ds for ds in sources if ds.SOPInstanceUID == first), None)
+    view = str(header.get("ViewPosition", "") or "").strip().upper() if header else ""
+    return (AnalysedImage(first, "frontal", view, report.extra.get("view_selection", "")),)
+
+
+def analysed_frame(report: StudyReport, source: Dataset) -> int | None:
+    """The frame the engine read of a multi-frame ``source`` (``None`` for a single frame)."""
+    if int(source.get("NumberOfFrames") or 1) <= 1:
+        return None
+    for image in report.analysed_images:
+        if image.sop_instance_uid == source.SOPInstanceUID:
+            return image.frame_number
+    return 1  # the engine's preprocessing reads the first frame
+
+
+_ROLE_ES = {"frontal": "frontal", "lateral": "lateral"}
+_REASON_ES = (
+    (re.compile(r"^ViewPosition (\w+)$"), r"proyección \1 según la cabecera DICOM (ViewPosition)"),
+    (re.compile(r"^ViewCodeSequence (.+)$"), r"código de proyección de la cabecera DICOM (\1)"),
+    (re.compile(r"^header$"), "proyección indicada en la cabecera DICOM"),
+    (re.compile(r"^view (\w+) \(dataset\)$"), r"proyección \1 indicada en los datos"),
+    (
+        re.compile(r"^fallback: widest image without a view in the header.*$"),
+        "ninguna imagen indica su proyección; se tomó la más ancha como frontal",
+    ),
+    (
+        re.compile(r"^fallback: portrait image without a view in the header$"),
+        "ninguna imagen indica proyección lateral; se tomó una imagen vertical",
+    ),
+    (
+        re.compile(r"^fallback: only lateral images in the study$"),
+        "el estudio solo contiene proyecciones laterales",
+    ),
+)
+
+
+def _reason_es(reason: str) -> str:
+    for pattern, spanish in _REASON_ES:
+        if pattern.match(reason):
+            return pattern.sub(spanish, reason)
+    return reason  # a reason this node does not know yet: shown as the engine wrote it
+
+
+def analysed_images_text(report: StudyReport, sources: Sequence[Dataset]) -> str:
+    """A Spanish sentence naming each image the model read, its view, frame and why."""
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+    parts = []
+    for image in analysed_images(report, sources):
+        text = f"imagen {_ROLE_ES.get(image.role, image.role)}"
+        if image.view:
+            text += f" (proyección {image.view})"
+        text += f", SOP Instance UID {image.sop_instance_uid}"
+        source = by_uid.get(image.sop_instance_uid)
+        frames = int(source.get("NumberOfFrames") or 1) if source is not None else 1
+        if frames > 1:
+            text += f", fotograma {image.frame_number} de {frames}"
+        if image.reason:
+            text += f"; elegida por: {_reason_es(image.reason)}"
+        parts.append(text)
+    noun = "Imagen analizada" if len(parts) == 1 else "Imágenes analizadas"
+    return f"{noun} por el algoritmo: " + "; ".join(parts) + "."

@@ -163,6 +163,9 @@ def test_unconfirmed_codes_are_reported_in_the_local_scheme() -> None:
     )
     confirmed = FindingSpec(**spec).to_code()
     assert (confirmed.scheme, confirmed.value) == ("SCT", "123")
-    unconfirmed = FindingSpec(**spec, code_verified=False).to_code()
-    assert (unconfirmed.scheme, unconfirmed.value) == ("99CXR", "enlarged_cardiomediastinum")
+    unconfirmed = FindingSpec(**spec, code_verified=False, local_code="CXR-ENLCARDMED").to_code()
+    assert (unconfirmed.scheme, unconfirmed.value) == ("99CXR", "CXR-ENLCARDMED")
     assert unconfirmed.meaning_es == "Mediastino ensanchado"
+    # An artifact written before local codes: the key, cut to Code Value's 16 characters.
+    older = FindingSpec(**spec, code_verified=False).to_code()
+    assert (older.scheme, older.value) == ("99CXR", "enlarged_cardiom")

@@ -22,7 +22,7 @@ PNEUMOTHORAX = FindingCode("36118008", "SCT", "Neumotórax", "Pneumothorax")
 EFFUSION = FindingCode("60046008", "SCT", "Derrame pleural", "Pleural effusion")
 CARDIOMEGALY = FindingCode("8186001", "SCT", "Cardiomegalia", "Cardiomegaly")
 NODULE = FindingCode("RID3875", "RADLEX", "Nódulo pulmonar", "Pulmonary nodule")
-LOCAL = FindingCode("support_devices", "99CXR", "Dispositivos de soporte", "Support devices")
+LOCAL = FindingCode("CXR-DEVICES", "99CXR", "Dispositivos médicos", "Support devices")
 
 
 def make_report(

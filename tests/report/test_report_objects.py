@@ -93,7 +93,7 @@ def test_long_titles_and_meanings_fit_their_vr(rg1_sources: list[Dataset], tmp_p
     finding_type = group.get_image_measurement_groups()[0].finding_type
     assert finding_type.meaning.startswith("Opacidad muy")
     assert len(finding_type.meaning.encode("utf-8")) <= 64
-    section = next(i for i in objects[0].ContentSequence if i.ValueType == "CONTAINER")
+    section = [i for i in objects[0].ContentSequence if i.ValueType == "CONTAINER"][-1]
     title = section.ConceptNameCodeSequence[0].CodeMeaning
     assert title.startswith("Sección con un título") and title.endswith("…")
     assert 60 <= len(title.encode("utf-8")) <= 64
@@ -150,11 +150,18 @@ def test_narrative_starts_with_the_disclaimer(rg1_sources: list[Dataset]) -> Non
     assert ENGINE.sha256 in first.TextValue
     sections = [i for i in narrative.ContentSequence if i.ValueType == "CONTAINER"]
     assert [s.ConceptNameCodeSequence[0].CodeMeaning for s in sections] == [
+        "Descripción del procedimiento",
         "Hallazgos",
         "Impresión",
     ]
-    assert [s.ConceptNameCodeSequence[0].CodeValue for s in sections] == ["121070", "121072"]
-    assert "Neumotórax apical" in sections[0].ContentSequence[0].TextValue
+    # CID 7001 headings are LOINC codes.
+    headings = [s.ConceptNameCodeSequence[0] for s in sections]
+    assert [(h.CodeValue, h.CodingSchemeDesignator) for h in headings] == [
+        ("55111-9", "LN"),
+        ("59776-5", "LN"),
+        ("19005-8", "LN"),
+    ]
+    assert "Neumotórax apical" in sections[1].ContentSequence[0].TextValue
 
 
 def test_spanish_text_survives_a_file_round_trip(
@@ -281,12 +288,12 @@ def test_presentation_state_outlines_located_findings(
     assert points[2].tolist() == pytest.approx([box.x_max, box.y_max])
     texts = [t.UnformattedTextValue for t in annotation.TextObjectSequence]
     assert texts[0].startswith("BORRADOR IA")
-    assert "Neumotórax izquierdo: presente (p=0,87)" in texts
+    assert "Neumotórax en hemitórax izquierdo (prob. 0,87)" in texts
     saved = pydicom.dcmread(save_all([pr], tmp_path)[0])
     saved_texts = [
         t.UnformattedTextValue for t in saved.GraphicAnnotationSequence[0].TextObjectSequence
     ]
-    assert "Neumotórax izquierdo: presente (p=0,87)" in saved_texts
+    assert "Neumotórax en hemitórax izquierdo (prob. 0,87)" in saved_texts
 
 
 def test_presentation_state_can_be_turned_off(rg1_sources: list[Dataset]) -> None:
