@@ -39,6 +39,7 @@ from engine.preprocessing import (
 )
 from engine.result import EngineIdentity, FindingResult, Presence, Region, StudyReport
 from engine.text import ReportTokenizer
+from engine.writers import choose_text, laterality_from_region
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -110,6 +111,9 @@ class PreparedStudy:
     frontal: PreparedImage
     source_sop_instance_uids: tuple[str, ...]
     view_reason: str
+    #: First value of the frontal image's Patient Orientation: "L" (the usual display, patient
+    #: right on image left) or "R" (stored flipped); it decides the side of a located finding.
+    row_direction: str = "L"
 
 
 def presence_of(probability: float, spec: FindingSpec) -> Presence:
@@ -179,12 +183,14 @@ class Engine:
                 f"study {study_uid}: an image has no SOPInstanceUID; it cannot be referenced",
                 study_instance_uid=study_uid,
             )
+        orientation = getattr(frontal_ds, "PatientOrientation", None) or ["L"]
         return PreparedStudy(
             study_uid,
             stack_views(frontal, lateral, spec),
             frontal,
             sources,
             selection.frontal_reason,
+            str(orientation[0]),
         )
 
     def prepare_image_study(self, study: ImageStudy) -> PreparedStudy:
@@ -225,6 +231,7 @@ class Engine:
             probability = float(np.clip(probs[index], 0.0, 1.0))
             presence = presence_of(probability, spec)
             region = None
+            laterality = None
             if spec.locatable:
                 box = boxes[box_index]
                 box_index += 1
@@ -233,8 +240,20 @@ class Engine:
                     # A box lying wholly in the letterbox padding collapses: report no region.
                     if x0 < x1 and y0 < y1:
                         region = Region(study.frontal.sop_instance_uid, x0, y0, x1, y1)
+                        laterality = laterality_from_region(
+                            region,
+                            study.frontal.letterbox.source_width,
+                            row_direction=study.row_direction,
+                        )
             results.append(
-                FindingResult(spec.key, spec.to_code(), presence, probability, region=region)
+                FindingResult(
+                    spec.key,
+                    spec.to_code(),
+                    presence,
+                    probability,
+                    laterality=laterality,
+                    region=region,
+                )
             )
         return tuple(results)
 
@@ -269,14 +288,25 @@ class Engine:
                     study_instance_uid=study.study_instance_uid,
                 )
                 continue
+            findings = self._findings(study, encoded.probs[i], encoded.boxes[i])
+            manifest = self.artifact.manifest
+            written = choose_text(
+                manifest.report_writer,
+                findings,
+                sections,
+                language=manifest.languages[0],
+                bands={f.key: (f.threshold_absent, f.threshold_present) for f in manifest.findings},
+            )
             out[i] = StudyReport(
                 study_instance_uid=study.study_instance_uid,
                 source_sop_instance_uids=study.source_sop_instance_uids,
-                findings=self._findings(study, encoded.probs[i], encoded.boxes[i]),
-                sections=sections,
+                findings=findings,
+                sections=written.sections,
                 engine=self.identity,
-                language=self.artifact.manifest.languages[0],
+                language=manifest.languages[0],
                 extra={"backend": self.backend.describe(), "view_selection": study.view_reason},
+                writer=written.writer,
+                writer_reason=written.reason,
             )
         return [r for r in out if r is not None]
 

@@ -94,7 +94,14 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"dispositivos?",
         r"reservorios?",
         r"stents?",
-        r"material de osteosintesis",
+        r"material(?:es)? de osteosintesis",
+        r"canulas? de traqueostomia",
+        r"desfibriladore?s?",
+        r"electrodos?",
+        r"drenajes?",
+        r"vertebroplastias?",
+        r"filtros? de vena cava",
+        r"valvulas? de derivacion",
     ),
     "infiltration": (r"infiltrad\w*",),
     "mass": (r"masas?",),
@@ -159,7 +166,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "bronchiectasis": (r"bronquiecta\w*",),
     "interstitial_pattern": (
-        r"patron intersticial",
+        r"patron(?:es)? intersticial(?:es)?",
         r"patron (?:reticular|reticulonodular|micronodular|miliar)",
         r"aumento de (?:la )?trama (?:intersticial|broncovascular)",
         r"trama (?:intersticial|broncovascular) (?:\w+ )?aumentada",
@@ -175,12 +182,21 @@ NORMAL: dict[str, tuple[str, ...]] = {
         r"(?:silueta cardiaca|tamano cardiaco|indice cardiotoracico) de (?:tamano )?normal",
     ),
     "enlarged_cardiomediastinum": (
-        r"mediastino (?:de (?:tamano|morfologia) normal|sin alteraciones|normal|centrado)",
+        r"mediastino (?:de (?:tamano|morfologia|anchura|calibre) normal|sin alteraciones|normal|"
+        r"centrado(?:,? de anchura normal)?)",
         r"silueta cardiomediastinica (?:de tamano )?(?:normal|dentro de (?:los )?limites normales|"
         r"sin alteraciones)",
     ),
     "pleural_effusion": (r"senos? costofrenicos? (?:estan )?libres",),
-    "hypoinflation": (r"(?:adecuada|buena|correcta) (?:insuflacion|inspiracion|expansion)",),
+    "hypoinflation": (
+        r"(?:adecuada|buena|correcta|normal) (?:insuflacion|inspiracion|expansion)"
+        r"(?: pulmonar)?",
+        r"volumenes pulmonares (?:normales|conservados)",
+    ),
+    "hyperinflation": (
+        r"(?:adecuada|buena|correcta|normal) (?:insuflacion|expansion)(?: pulmonar)?",
+        r"volumenes pulmonares (?:normales|conservados)",
+    ),
 }
 
 EXCLUDE: dict[str, tuple[str, ...]] = {
@@ -189,7 +205,7 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     "fibrosis": (r"fibrosis quistica",),
     "lung_lesion": (r"lesion(?:es)? (?:osea|oseas|litica|liticas|blastica|blasticas|cutanea\w*)",),
     "calcification": (
-        r"(?:granulomas?|nodulos?) calcificados?",
+        r"(?:granulomas?|nodulos?)(?: pulmonares?)? calcificad\w*",
         r"calcificaci\w+ (?:del? )?(?:la )?(?:aort\w+|boton aortico|cayado aortico)",
         r"aorta calcificada",
         r"calcificaci\w+ pleural\w*",
@@ -207,9 +223,9 @@ NEGATION_PRE: tuple[str, ...] = (
     r"negativ\w+ para",
     r"se descarta",
     r"descartad\w+",
-    r"desaparici\w+ (?:del? )?",
-    r"resoluci\w+ (?:del? )?",
-    r"retirada (?:del? )?",
+    r"desaparici\w+(?: del?)?",
+    r"resoluci\w+(?: del?)?",
+    r"retirada(?: del?)?",
     r"no (?:se )?(?:observa|observan|aprecia|aprecian|identifica|identifican|visualiza|"
     r"visualizan|evidencia|evidencian|objetiva|objetivan|ve|ven|hay|existe|existen|muestra)",
     r"sin (?:evidencia|signos|imagenes|datos|hallazgos) de",
@@ -236,7 +252,7 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"sugestiv\w+ de",
     r"sugiere\w*",
     r"sugerente\w* de",
-    r"sospecha\w* (?:de )?",
+    r"sospecha\w*(?: de)?",
     r"sospechos\w+ de",
     r"dudos\w+",
     r"podria\w*",
