@@ -125,7 +125,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"hipoinsufla\w*",
         r"(?:bajos|escasos) volumenes pulmonares",
         r"volumenes pulmonares (?:\w+ )?(?:bajos|disminuidos|reducidos)",
-        r"escasa inspiracion",
+        r"(?:escasa|baja|pobre|insuficiente|deficiente) inspiracion",
+        r"hipoventilaci\w+",
         r"pobre (?:esfuerzo )?inspiratorio",
     ),
     "granuloma": (r"granulom\w*",),
@@ -140,6 +141,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "aortic_elongation": (
         r"elongaci\w+ (?:de la )?aort\w*",
+        r"elongaci\w+ y ateromatosis aort\w*",
         r"elongaci\w+ (?:del? )?(?:\w+ )?aort\w*",
         r"aorta (?:\w+ )?(?:elongada|tortuosa|ectasica|desenrollada)",
         r"ectasia aortica",
@@ -150,7 +152,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"ateroma\w*",
         r"ateroscleros\w*",
         r"ateroesclero\w*",
-        r"calcificaci\w+ (?:del? )?(?:la )?(?:aort\w+|boton aortico|cayado aortico)",
+        r"calcificaci\w+ (?:del? |en )?(?:el |la )?(?:aort\w+|boton aortico|cayado aortico)",
         r"aorta calcificada",
     ),
     "elevated_hemidiaphragm": (
@@ -160,6 +162,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "scarring": (
         r"cicatri\w+",
+        r"fibrocicatri\w+",
+        r"tractos? fibro\w*",
         r"tractos? fibros\w*",
         r"bandas? fibrosas?",
         r"tractos? cicatricial\w*",
@@ -206,7 +210,7 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     "lung_lesion": (r"lesion(?:es)? (?:osea|oseas|litica|liticas|blastica|blasticas|cutanea\w*)",),
     "calcification": (
         r"(?:granulomas?|nodulos?)(?: pulmonares?)? calcificad\w*",
-        r"calcificaci\w+ (?:del? )?(?:la )?(?:aort\w+|boton aortico|cayado aortico)",
+        r"calcificaci\w+ (?:del? |en )?(?:el |la )?(?:aort\w+|boton aortico|cayado aortico)",
         r"aorta calcificada",
         r"calcificaci\w+ pleural\w*",
     ),
@@ -258,7 +262,8 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"podria\w*",
     r"pudiera\w*",
     r"puede (?:corresponder a|tratarse de|representar|deberse a)",
-    r"impresiona de",
+    r"impresiona(?: de| como)?",
+    r"(?:hallazgos? |imagen(?:es)? |signos )?(?:sugerente|sugestiv[oa])s? de",
     r"parece\w*",
     r"valorar",
     r"a valorar",
@@ -281,11 +286,14 @@ UNCERTAIN_POST: tuple[str, ...] = (
 )
 
 PSEUDO: tuple[str, ...] = (
-    r"sin cambios(?: significativos)?",
+    # "Sin cambios" is about the previous study, unless the changes are a finding
+    # ("sin cambios degenerativos").
+    r"sin cambios(?: significativos)?(?! (?:degenerativ|postquirurg|cicatri|fibro|oseos))",
     r"no (?:ha |han )?cambiad\w*",
     r"sin variaci\w+",
     r"sin modificaci\w+",
-    r"no (?:hay |se observan )?cambios(?: significativos)?",
+    r"no (?:hay |se observan )?cambios(?: significativos)?"
+    r"(?! (?:degenerativ|postquirurg|cicatri|fibro|oseos))",
     r"sin otros hallazgos",
     r"no (?:presenta )?variaci\w+",
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from engine.language.lexicon import (
     CHANGE,
@@ -100,6 +101,7 @@ NORMAL_SENTENCES: dict[str, str] = {
     "pleura_normal": "Espacios pleurales libres.",
     "unchanged_study": "Sin cambios significativos respecto al estudio previo.",
     "heart_normal_size_unstated": "Corazón sin alteraciones.",
+    "postsurgical": "Cambios postquirúrgicos.",
     "heart_upper_normal": "Índice cardiotorácico en el límite alto de la normalidad.",
 }
 
@@ -121,8 +123,12 @@ _HEDGE = {
     "suspected": ("sospecha de", "sospecha de"),
 }
 
-_DE_ART = {("m", False): "del", ("f", False): "de la", ("m", True): "de los", ("f", True): "de las"}
-_EN_ART = {("m", False): "en el", ("f", False): "en la", ("m", True): "en los", ("f", True): "en las"}
+_DE_ART = {
+    ("m", False): "del", ("f", False): "de la", ("m", True): "de los", ("f", True): "de las"
+}
+_EN_ART = {
+    ("m", False): "en el", ("f", False): "en la", ("m", True): "en los", ("f", True): "en las"
+}
 _AMBOS = {"m": "ambos", "f": "ambas"}
 #: Changes said as an adjective right after the noun; the others close the phrase.
 _ADJECTIVAL_CHANGE = frozenset({"stable", "chronic", "old", "healed", "persistent", "residual"})
@@ -189,12 +195,14 @@ def noun_phrase(st: Statement) -> str:
     assert st.finding is not None
     loc = st.location or Location()
     # Findings whose natural wording names the anatomy itself.
-    if st.finding == "elevated_hemidiaphragm" and loc.side is not None:
+    if st.finding == "elevated_hemidiaphragm" and loc.side is not None and loc.side != "bilateral":
         head = "elevación " + zone_phrase(Location(loc.side, "hemidiaphragm"), prep="de")
         return _with_change(head, st, "f", False)
     if st.finding == "pleural_effusion" and loc.zone == "costophrenic":
         head = "pinzamiento " + zone_phrase(loc, prep="de")
         return _with_change(head, st, "m", False)
+    loc = _useful_location(st.finding, loc)
+    st = replace(st, location=loc if (loc.side or loc.zone) else None)
     noun, gender, plural = _noun_of(st)
     before: list[str] = []
     after: list[str] = []
@@ -214,6 +222,36 @@ def noun_phrase(st: Statement) -> str:
         after.append(zone_phrase(loc, prep=prep))
     head = " ".join([*before, noun, *after])
     return _with_change(head, st, gender, plural)
+
+
+#: Zones a finding's own name already says ("elongación aórtica en la aorta").
+_IMPLIED_ZONES: dict[str, frozenset[str]] = {
+    "elevated_hemidiaphragm": frozenset({"hemidiaphragm"}),
+    "aortic_elongation": frozenset({"aorta"}),
+    "aortic_atheromatosis": frozenset({"aorta"}),
+    "calcification": frozenset(),
+    "spondylosis": frozenset({"spine"}),
+    "hernia": frozenset({"hemidiaphragm"}),
+}
+#: Findings of the whole chest or both lungs: a location adds nothing.
+_UNLOCATED: frozenset[str] = frozenset({
+    "cardiomegaly", "enlarged_cardiomediastinum", "hyperinflation", "hypoinflation",
+    "scoliosis", "kyphosis", "hernia",
+})
+#: Zones that exist on one side only: naming the side is redundant.
+_ONE_SIDED: frozenset[str] = frozenset({"lingula", "middle_lobe"})
+
+
+def _useful_location(finding: str, loc: Location) -> Location:
+    if finding in _UNLOCATED:
+        return Location()
+    zone = loc.zone
+    if zone is not None and zone in _IMPLIED_ZONES.get(finding, frozenset()):
+        if finding == "spondylosis":
+            return loc  # "cambios degenerativos en la columna vertebral" reads well
+        zone = None
+    side = None if zone in _ONE_SIDED else loc.side
+    return Location(side, zone, loc.plural_zone)
 
 
 def _severity_rank(key: str) -> int:
@@ -241,7 +279,7 @@ def realise_one(st: Statement) -> str:
         return NORMAL_STYLE["no_finding"]
     if st.presence == "absent":
         if st.change == "resolved":
-            noun, gender, plural = _noun_of(st)
+            _noun, gender, plural = _noun_of(st)
             inner = noun_phrase(Statement(st.finding, "present", location=st.location,
                                           device=st.device, plural=plural))
             word = "retirada" if st.finding == "support_devices" else "resolución"
@@ -268,10 +306,7 @@ def realise_negatives(statements: Sequence[Statement]) -> str:
     if not phrases:
         return ""
     verb = "observan" if first_plural else "observa"
-    if len(phrases) == 1:
-        body = phrases[0]
-    else:
-        body = ", ".join(phrases[:-1]) + " ni " + phrases[-1]
+    body = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " ni " + phrases[-1]
     return sentence(f"no se {verb} {body}")
 
 

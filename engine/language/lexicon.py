@@ -55,10 +55,7 @@ def adj(ms: str, fs: str | None = None) -> Adjective:
     """Regular adjective: "derecho" -> derecha/derechos/derechas; "bilateral" -> bilaterales;
     "leve" -> leves."""
     if fs is None:
-        if ms.endswith("o"):
-            fs = ms[:-1] + "a"
-        else:
-            fs = ms
+        fs = ms[:-1] + "a" if ms.endswith("o") else ms
     return Adjective(ms, fs, _plural(ms), _plural(fs))
 
 
@@ -81,7 +78,8 @@ def _plural(word: str) -> str:
 
 def _unaccent_last(word: str) -> str:
     # "lateral" -> "laterales"; an acute final vowel loses its accent ("común" -> "comunes").
-    for a, b in (("ón", "on"), ("ún", "un"), ("án", "an"), ("én", "en"), ("ín", "in"), ("ás", "as")):
+    pairs = (("ón", "on"), ("ún", "un"), ("án", "an"), ("én", "en"), ("ín", "in"), ("ás", "as"))
+    for a, b in pairs:
         if word.endswith(a):
             return word[: -len(a)] + b
     return word
@@ -185,6 +183,9 @@ SEVERITY: dict[str, tuple[Adjective, bool]] = {
     "subsegmental": (adj("subsegmentario"), False),
     "linear": (adj("laminar"), False),
     "calcified": (adj("calcificado"), False),
+    "displaced": (adj("desplazado"), False),
+    "adjacent": (adj("adyacente"), False),
+    "suspicious": (adj("sospechoso"), False),
     "multiple": (Adjective("múltiple", "múltiple", "múltiples", "múltiples"), True),
     "few": (Adjective("algún", "alguna", "algunos", "algunas"), True),
 }

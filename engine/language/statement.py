@@ -35,6 +35,7 @@ NORMALS: tuple[str, ...] = (
     "diaphragm_normal", "hila_normal", "aorta_normal", "upper_abdomen_normal",
     "no_focal_disease", "no_consolidation_effusion_pneumothorax", "heart_mediastinum_normal",
     "pleura_normal", "unchanged_study", "heart_normal_size_unstated", "heart_upper_normal",
+    "postsurgical",
 )
 
 
@@ -61,7 +62,8 @@ class Statement:
     - ``normal``: one of :data:`NORMALS`, a statement of normal anatomy (``finding`` None).
     - ``normal_style``: an absent finding said as normality ("Índice cardiotorácico
       conservado.") rather than as a negation ("No se observa cardiomegalia.").
-    - ``device``: for ``support_devices``, which device (:data:`engine.language.lexicon.DEVICE_NOUNS`).
+    - ``device``: for ``support_devices``, which device
+      (:data:`engine.language.lexicon.DEVICE_NOUNS`).
     """
 
     finding: str | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-ENGLISH_REPORT_WORDS: frozenset[str] = frozenset("""
+_WORDS = """
 the and or of with without is are was were there this that be been has have heart lungs lung
 clear effusion effusions pneumothorax consolidation consolidations opacity opacities
 atelectasis cardiomegaly silhouette size within limits unremarkable acute disease airspace
@@ -26,7 +26,8 @@ appear appears appearance trachea midline soft tissues diaphragm hemidiaphragm e
 elevation blunting costophrenic angle angles infiltrate infiltrates pneumonia lesion deformity
 scoliosis kyphosis xxxx chest radiograph examination study view views frontal since from in on
 at
-""".split())
+"""
+ENGLISH_REPORT_WORDS: frozenset[str] = frozenset(_WORDS.split())
 
 _WORD = re.compile(r"[^\W\d_]+")
 

@@ -30,58 +30,64 @@ _NOISE = re.compile(
     re.IGNORECASE,
 )
 
+_BE = r"(?:is |are |appear |appears |remain |remains )?"
+_OK = r"(?:normal|unremarkable|within normal limits|stable)"
+_MEDIASTINUM = r"(?:cardio ?)?mediastin(?:um|al (?:contours?|silhouettes?|structures?))"
+_ABNORMALITY = r"(?:abnormalit(?:y|ies)|findings?|injur(?:y|ies)|lesions?|process|disease)"
+
 #: Statements of normal anatomy (no finding of the set): pattern on folded text -> normal id.
 NORMAL_PATTERNS: tuple[tuple[str, str], ...] = (
-    (r"(?:the )?lungs? (?:are |is |appear |appears |remain )?(?:otherwise )?(?:grossly |essentially |"
-     r"now |again )?(?:clear|well aerated|free of (?:focal )?(?:disease|infiltrates?))"
-     r"(?: bilaterally| of (?:focal )?(?:airspace )?disease)?", "lungs_clear"),
+    (rf"(?:the )?lungs? {_BE}(?:clear|well aerated|free of (?:focal )?(?:disease|infiltrates?))"
+     r"(?: bilaterally| of (?:focal )?(?:airspace )?disease)?(?: and (?:well )?expanded)?",
+     "lungs_clear"),
+    (r"(?:the )?lungs? (?:are |is )?(?:well )?expanded and clear", "lungs_clear"),
     (r"clear lungs?", "lungs_clear"),
-    (r"(?:the )?(?:heart|cardiac silhouette|cardiac|heart size)(?:,| and) (?:the )?(?:cardio)?mediastin"
-     r"(?:um|al (?:contours?|silhouettes?|structures?))(?:,? and (?:the )?(?:hila|hilar contours?))? "
-     r"(?:are |is |appear |appears )?(?:normal|unremarkable|within normal limits|stable)",
+    (r"(?:stable )?(?:post-?surgical|post-?operative|surgical) changes?", "postsurgical"),
+    (rf"(?:the )?(?:heart|cardiac silhouette|cardiac|heart size)(?:,| and) (?:the )?{_MEDIASTINUM}"
+     rf"(?:,? and (?:the )?(?:hila|hilar contours?))? {_BE}{_OK}",
      "heart_mediastinum_normal"),
-    (r"(?:the )?(?:cardio-?\s?)?mediastin(?:um|al (?:contours?|silhouettes?|structures?))"
-     r"(?: is| are| appears?)? (?:normal|unremarkable|within normal limits|stable|midline)",
+    (rf"(?:the )?{_MEDIASTINUM} {_BE}(?:{_OK}|midline)", "heart_mediastinum_normal"),
+    (rf"(?:the )?(?:cardiac|cardio ?mediastinal|cardiopulmonary) (?:silhouettes?|contours?) "
+     rf"{_BE}{_OK}(?: in size)?",
      "heart_mediastinum_normal"),
-    (r"(?:the )?(?:cardiac|cardio ?mediastinal|cardiopulmonary) (?:silhouettes?|contours?)"
-     r"(?: is| are| appears?)? (?:normal|unremarkable|within normal limits|stable)(?: in size)?",
-     "heart_mediastinum_normal"),
-    (r"(?:normal|unremarkable) (?:cardio)?mediastin(?:um|al (?:contours?|silhouettes?|structures?))",
-     "heart_mediastinum_normal"),
+    (rf"(?:normal|unremarkable) {_MEDIASTINUM}", "heart_mediastinum_normal"),
     (r"normal heart", "heart_normal_size_unstated"),
     (r"(?:the )?heart size (?:is )?(?:at )?(?:the )?upper limits? of normal|(?:the )?heart size "
      r"(?:is )?(?:upper )?(?:normal|borderline)(?: enlarged)?|borderline heart size",
      "heart_upper_normal"),
     (r"(?:the )?pleural spaces? (?:are |is )?(?:clear|normal|unremarkable)", "pleura_normal"),
-    (r"(?:the )?lungs? (?:are |is )?(?:expanded|inflated|aerated)(?: and clear)?", "lungs_expanded"),
-    (r"(?:the )?lungs? (?:are |is )?(?:well|adequately|fully) (?:expanded|inflated|aerated)"
+    (r"(?:the )?lungs? (?:are |is )?(?:well |adequately |fully )?(?:expanded|inflated|aerated)"
      r"(?: and clear)?", "lungs_expanded"),
     (r"(?:the )?(?:visualized |imaged |included )?(?:osseous|bony|skeletal|bone) "
-     r"(?:structures?|thorax|elements?)?\s?(?:of the (?:thorax|chest) )?(?:are |is |appear |appears )?"
-     r"(?:grossly |otherwise |structurally )?(?:intact|normal|unremarkable|within normal limits|"
+     rf"(?:structures?|thorax|elements?)?\s?(?:of the (?:thorax|chest) )?{_BE}"
+     r"(?:structurally )?(?:intact|normal|unremarkable|within normal limits|"
      r"without (?:acute |focal )?abnormalit(?:y|ies))", "bones_intact"),
-    (r"(?:no|without) (?:acute |displaced |focal )?(?:bony|osseous|skeletal|bone) (?:abnormalit(?:y|ies)|"
-     r"findings?|injur(?:y|ies)|lesions?|process|disease)", "bones_no_acute"),
+    (r"(?:no|without|negative for) (?:acute |displaced |focal )?(?:or destructive )?"
+     rf"(?:bony|osseous|skeletal|bone) {_ABNORMALITY}", "bones_no_acute"),
     (r"(?:the )?trachea (?:is )?(?:midline|normal|central|unremarkable)", "trachea_midline"),
-    (r"(?:the )?(?:normal )?(?:pulmonary )?(?:vascularity|vasculature|vascular markings)"
-     r"(?: is| are| appears?)? ?(?:within normal limits|normal|unremarkable)?", "vasculature_normal"),
+    (r"(?:the )?(?:pulmonary )?(?:vascularity|vasculature|vascular markings) "
+     r"(?:is |are |appears? )?(?:within normal limits|normal|unremarkable)", "vasculature_normal"),
+    (r"normal (?:pulmonary )?(?:vascularity|vasculature|vascular markings)", "vasculature_normal"),
     (r"(?:no|without) (?:(?:radiographic |x-?ray )?evidence of )?(?:an )?(?:active|acute)\s?"
-     r"(?:cardiopulmonary|cardiac or pulmonary|pulmonary|intrathoracic|cardiothoracic|chest|thoracic|"
-     r"cardiopulmonary or osseous|osseous or cardiopulmonary|cardiac|lung)?\s?"
+     r"(?:cardiopulmonary|cardiac or pulmonary|pulmonary|intrathoracic|cardiothoracic|chest|"
+     r"thoracic|cardiopulmonary or osseous|osseous or cardiopulmonary|cardiac|lung)?\s?"
      r"(?:disease|process|abnormalit(?:y|ies)|findings?|pathology|pulmonary disease|changes?|"
-     r"radiographic abnormalit(?:y|ies))?", "no_acute_disease"),
-    (r"(?:normal|negative|unremarkable) (?:chest|chest x-?ray|chest radiographs?|radiographs? of the chest|"
-     r"examination|exam|study|radiographs?|x-?ray)", "normal_study"),
+     r"radiographic abnormalit(?:y|ies))", "no_acute_disease"),
+    (r"(?:normal|negative|unremarkable) (?:chest|chest x-?ray|chest radiographs?|"
+     r"radiographs? of the chest|examination|exam|study|radiographs?|x-?ray)", "normal_study"),
     (r"(?:the )?(?:chest|examination|study) (?:is )?(?:normal|unremarkable|negative)",
      "normal_study"),
     (r"(?:the )?soft tissues? (?:are |is )?(?:normal|unremarkable|within normal limits)",
      "soft_tissues_normal"),
-    (r"(?:the )?(?:hemi)?diaphragms? (?:are |is )?(?:normal|unremarkable|intact)", "diaphragm_normal"),
-    (r"(?:the )?(?:hila|hilar (?:contours?|structures?|regions?)) (?:are |is |appear )?(?:normal|unremarkable|"
-     r"within normal limits)", "hila_normal"),
+    (r"(?:the )?(?:hemi)?diaphragms? (?:are |is )?(?:normal|unremarkable|intact)",
+     "diaphragm_normal"),
+    (rf"(?:the )?(?:hila|hilar (?:contours?|structures?|regions?)) {_BE}"
+     r"(?:normal|unremarkable|within normal limits)", "hila_normal"),
     (r"(?:the )?(?:thoracic )?aorta (?:is )?(?:normal|unremarkable)", "aorta_normal"),
-    (r"(?:the )?(?:visualized )?upper abdomen (?:is )?(?:normal|unremarkable)", "upper_abdomen_normal"),
-    (r"(?:no|without) (?:focal )?(?:pleural|parenchymal) (?:abnormalit(?:y|ies)|disease)", "pleura_normal"),
+    (r"(?:the )?(?:visualized )?upper abdomen (?:is )?(?:normal|unremarkable)",
+     "upper_abdomen_normal"),
+    (r"(?:no|without) (?:focal )?(?:pleural|parenchymal) (?:abnormalit(?:y|ies)|disease)",
+     "pleura_normal"),
     (r"(?:there is |there has been )?no (?:significant |appreciable |interval |substantial )?"
      r"(?:change|changes)(?: (?:from|since|compared to|compared with|in comparison to) "
      r"(?:the )?(?:prior|previous|last)(?: (?:study|examination|exam|radiographs?|film))?)?",
@@ -90,10 +96,10 @@ NORMAL_PATTERNS: tuple[tuple[str, str], ...] = (
      "unchanged_study"),
 )
 
-SIDES: tuple[tuple[str, Side], ...] = (
+SIDES: tuple[tuple[str, str], ...] = (
     (r"bilateral(?:ly)?|both|biapical|bibasilar|bibasal|bihilar", "bilateral"),
-    (r"right|rt", "right"),
-    (r"left|lt", "left"),
+    (r"right(?:-| )sided|right|rt", "right"),
+    (r"left(?:-| )sided|left|lt", "left"),
 )
 
 ZONE_PATTERNS: tuple[tuple[str, str], ...] = (
@@ -114,7 +120,8 @@ ZONE_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"costophrenic (?:angles?|sulc(?:us|i)|recess(?:es)?)", "costophrenic"),
     (r"hemithora(?:x|ces)", "hemithorax"),
     (r"clavicles?|clavicular", "clavicle"),
-    (r"ribs?|rib fractures?", "rib"),
+    (r"ribs", "ribs"),
+    (r"rib", "rib"),
     (r"thoracic spine|thoracic vertebra(?:e|l body|l bodies)?|t-?spine", "thoracic_spine"),
     (r"lumbar spine", "lumbar_spine"),
     (r"spine|spinal|vertebral bod(?:y|ies)|vertebrae?", "spine"),
@@ -135,7 +142,7 @@ ZONE_PATTERNS: tuple[tuple[str, str], ...] = (
 
 SEVERITY_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"minimal|trace|minor|slight|slightly|subtle|tiny|very small", "minimal"),
-    (r"small|smaller", "small"),
+    (r"small", "small"),
     (r"mild|mildly", "mild"),
     (r"moderate|moderately|moderate-sized|moderate size", "moderate"),
     (r"large|larger|big|massive|marked|markedly", "large"),
@@ -148,8 +155,11 @@ SEVERITY_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"subsegmental", "subsegmental"),
     (r"linear|discoid|plate-?like|platelike", "linear"),
     (r"calcified", "calcified"),
+    (r"displaced", "displaced"),
+    (r"adjacent", "adjacent"),
+    (r"suspicious", "suspicious"),
     (r"multiple|numerous|several|scattered", "multiple"),
-    (r"few|a few|some", "few"),
+    (r"few|a few", "few"),
 )
 
 CHANGE_PATTERNS: tuple[tuple[str, str], ...] = (
@@ -162,7 +172,7 @@ CHANGE_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"increas\w+(?: in size)?|enlarging", "increased"),
     (r"decreas\w+|diminish\w+|smaller", "decreased"),
     (r"chronic|chronically|longstanding|long-standing", "chronic"),
-    (r"old|remote|prior|previous", "old"),
+    (r"old|remote|prior", "old"),
     (r"healed|healing", "healed"),
     (r"persist\w*|residual|remaining", "persistent"),
 )
@@ -197,7 +207,7 @@ _HEDGES: tuple[tuple[str, Hedge], ...] = (
 )
 
 #: Words that carry no content of their own once findings, triggers and modifiers are read.
-FILLERS: frozenset[str] = frozenset("""
+_FILLER_WORDS = """
 a an the is are was were be been being there this these that those it its which who of in on at
 to from for by with within into onto over as and or also again otherwise noted seen identified
 identifiable visualized visible demonstrated evident appreciated present appear appears appeared
@@ -214,8 +224,9 @@ overt focal airspace air space disease process abnormality abnormalities finding
 specifically again demonstrated shows show showing shown measuring measures measure approximately
 about up mm cm x s e g i small there's is the changes change noted note interval further
 upon without grossly essentially mildly slightly new old the mid its their well be
-thoracic intact appearance appearing configuration sided seen near level abnormal
-""".split())
+thoracic intact appearance appearing configuration sided seen near level abnormal degenerative
+"""
+FILLERS: frozenset[str] = frozenset(_FILLER_WORDS.split())
 
 _WORD = re.compile(r"[a-z][a-z'/-]*|\d+(?:\.\d+)?")
 
@@ -238,7 +249,7 @@ def _compile(table: tuple[tuple[str, str], ...]) -> list[tuple[re.Pattern[str], 
 
 
 _NORMALS = _compile(NORMAL_PATTERNS)
-_SIDES = _compile(SIDES)  # type: ignore[arg-type]
+_SIDES = _compile(SIDES)
 _ZONES = _compile(ZONE_PATTERNS)
 _SEVERITY = _compile(SEVERITY_PATTERNS)
 _CHANGE = _compile(CHANGE_PATTERNS)
@@ -248,6 +259,51 @@ _C = RULES_EN.compiled
 assert _C is not None
 _TRIGGERS = [p for p in (_C.negation_pre, _C.negation_post, _C.uncertain_pre, _C.uncertain_post,
                          _C.pseudo, _C.terminators) if p is not None]
+
+
+#: Subjects of a list of normal structures ("Heart size, mediastinal contour, and pulmonary
+#: vascularity are within normal limits.") -> what each one states.
+_SUBJECTS: tuple[tuple[str, Statement], ...] = (
+    (r"heart(?: size)?|cardiac (?:size|silhouette|contours?)|cardiac",
+     Statement("cardiomegaly", "absent", normal_style=True)),
+    (r"(?:cardio ?)?mediastin(?:um|al (?:contours?|silhouettes?|structures?|width))",
+     Statement("enlarged_cardiomediastinum", "absent", normal_style=True)),
+    (r"(?:central )?(?:pulmonary )?(?:vascularity|vasculature|vascular (?:pattern|markings))",
+     Statement(normal="vasculature_normal")),
+    (r"hila|hilar (?:contours?|structures?)", Statement(normal="hila_normal")),
+    (r"lungs?", Statement(normal="lungs_clear")),
+    (r"(?:osseous|bony|skeletal) structures|bones", Statement(normal="bones_intact")),
+    (r"trachea", Statement(normal="trachea_midline")),
+    (r"soft tissues", Statement(normal="soft_tissues_normal")),
+    (r"(?:thoracic )?aorta", Statement(normal="aorta_normal")),
+    (r"pleura|pleural spaces", Statement(normal="pleura_normal")),
+)
+_SUBJECT_ALT = "|".join(f"(?:{p})" for p, _ in _SUBJECTS)
+_SUBJECT_LIST = (
+    rf"(?:the )?(?:{_SUBJECT_ALT})(?:(?:,|,? and) (?:the )?(?:{_SUBJECT_ALT}))+"
+)
+_NORMAL_LIST = re.compile(
+    rf"^(?:stable,? )?(?:(?P<a>{_SUBJECT_LIST}) (?:is |are |appear |appears |remain )?"
+    r"(?:normal|unremarkable|within normal limits|stable|normal in size)"
+    rf"|(?:normal|unremarkable) (?P<b>{_SUBJECT_LIST}))$"
+)
+
+
+def _normal_list(folded: str) -> list[Statement] | None:
+    m = _NORMAL_LIST.match(folded)
+    if m is None:
+        return None
+    subjects = re.split(r",? and |, ", m.group("a") or m.group("b"))
+    out: list[Statement] = []
+    for subject in subjects:
+        subject = re.sub(r"^the ", "", subject.strip())
+        for pattern, statement in _SUBJECTS:
+            if re.fullmatch(pattern, subject):
+                out.append(statement)
+                break
+        else:
+            return None
+    return out
 
 
 def clean(sentence: str) -> str:
@@ -271,29 +327,41 @@ def parse_sentence(sentence: str) -> ParsedSentence:
     if not text:
         return result
     folded = fold(text)
+    listed = _normal_list(folded)
+    if listed is not None:
+        result.statements = listed
+        return result
     used = [False] * len(folded)
+
+    # Characters read by a mention may still name the location ("degenerative changes of the
+    # thoracic spine"): zones may overlap mentions, nothing else may.
+    in_mention = [False] * len(folded)
 
     def take(start: int, end: int) -> None:
         for i in range(start, end):
             used[i] = True
 
-    def free(start: int, end: int) -> bool:
-        return not any(used[start:end])
+    def free(start: int, end: int, *, over_mentions: bool = False) -> bool:
+        return not any(
+            used[i] and not (over_mentions and in_mention[i]) for i in range(start, end)
+        )
 
     # Findings from the English labeler, in sentence order.
     mentions: list[tuple[int, int, str, str, str | None]] = []
     cursor = 0
-    for m in get_labeler("en").mentions(text, sections=False):
-        if m.finding == "no_finding":
+    for mention in get_labeler("en").mentions(text, sections=False):
+        if mention.finding == "no_finding":
             continue
-        at = folded.find(fold(m.text), 0)
-        while at != -1 and not free(at, at + len(m.text)):
-            at = folded.find(fold(m.text), at + 1)
+        needle = fold(mention.text)
+        at = folded.find(needle, 0)
+        while at != -1 and any(k == mention.finding and s0 == at for s0, _, k, _, _ in mentions):
+            at = folded.find(needle, at + 1)
         if at == -1:
             at = min(cursor, len(folded))
-        end = min(at + len(m.text), len(folded))
-        mentions.append((at, end, m.finding, m.presence, m.trigger))
+        end = min(at + len(needle), len(folded))
+        mentions.append((at, end, mention.finding, mention.presence, mention.trigger))
         take(at, end)
+        in_mention[at:end] = [True] * (end - at)
         cursor = at
     mentions.sort(key=lambda item: item[0])
     for pattern, normal in _NORMALS:
@@ -310,19 +378,19 @@ def parse_sentence(sentence: str) -> ParsedSentence:
     def collect(table: list[tuple[re.Pattern[str], str]], kind: str) -> None:
         for pattern, value in table:
             for m in pattern.finditer(folded):
-                if free(m.start(), m.end()):
+                if free(m.start(), m.end(), over_mentions=kind == "zone"):
                     mods.append((m.start(), kind, value))
                     if kind == "zone" and m.group().startswith("bi"):
                         mods.append((m.start(), "side", "bilateral"))  # "bibasilar"
                     take(m.start(), m.end())
 
     collect(_ZONES, "zone")
-    collect(_SIDES, "side")  # type: ignore[arg-type]
+    collect(_SIDES, "side")
     collect(_SEVERITY, "severity")
     collect(_CHANGE, "change")
     for m in _SIZE.finditer(folded):
-        value = float(m.group(1)) * (10.0 if m.group(2) == "cm" else 1.0)
-        mods.append((m.start(), "size", str(value)))
+        size = float(m.group(1)) * (10.0 if m.group(2) == "cm" else 1.0)
+        mods.append((m.start(), "size", str(size)))
         take(m.start(), m.end())
     # Devices are read inside the support-device mentions only.
     devices: dict[int, str] = {}
@@ -337,19 +405,21 @@ def parse_sentence(sentence: str) -> ParsedSentence:
         w for w in _WORD.findall("".join(" " if used[i] else ch for i, ch in enumerate(folded)))
         if w not in FILLERS and not w.replace(".", "").isdigit()
     ]
+    if not mentions:
+        # Location, size or severity with no finding to carry them would be lost.
+        unknown += [value for _, kind, value in mods
+                    if kind in ("zone", "size", "severity") and value not in ("lung", "focal")]
     result.unknown = unknown
 
-    # Each modifier goes to the nearest finding mention (ties: the one it precedes).
+    # English puts adjectives before the noun ("small left effusion") and places, sizes and
+    # changes either before it or after it ("effusion in the left base", "... is unchanged").
     attached: dict[int, list[tuple[str, str]]] = {i: [] for i in range(len(mentions))}
     for pos, kind, value in mods:
-        if not mentions:
-            break
-        best = min(
-            range(len(mentions)),
-            key=lambda i: (min(abs(pos - mentions[i][0]), abs(pos - mentions[i][1])),
-                           0 if pos < mentions[i][0] else 1),
-        )
-        attached[best].append((kind, value))
+        target = _attach(folded, mentions, pos, kind, value)
+        if target is not None:
+            attached[target].append((kind, value))
+        elif mentions and kind == "change" and value == "old":
+            continue  # "prior" of "unchanged from prior": the study, not a finding
     for i, (start, _end, key, presence, trigger) in enumerate(mentions):
         if (presence == "uncertain" and trigger and "suggest" in trigger
                 and re.search(r"\b(?:no|without)\b", folded[:start])):
@@ -357,6 +427,41 @@ def parse_sentence(sentence: str) -> ParsedSentence:
         result.statements.append(_statement(key, presence, trigger, attached[i],
                                             devices.get(start), folded[start:_end]))
     return result
+
+
+_POSTPOSED = re.compile(r"\b(?:in|at|of|within|near|involving|along|over|on|is|are|remains?|"
+                        r"appears?|has|have|been|seen|noted|with)\b|,")
+
+
+def _attach(
+    folded: str,
+    mentions: list[tuple[int, int, str, str, str | None]],
+    pos: int,
+    kind: str,
+    value: str,
+) -> int | None:
+    """Index of the mention a modifier at ``pos`` belongs to."""
+    if not mentions:
+        return None
+    nxt = next((i for i, m in enumerate(mentions) if m[0] >= pos), None)
+    prev = next((i for i in range(len(mentions) - 1, -1, -1) if mentions[i][1] <= pos), None)
+    if prev is None and nxt is None:  # inside a mention ("degenerative ... thoracic spine")
+        return min(range(len(mentions)), key=lambda i: abs(pos - mentions[i][0]))
+    if kind == "change" and value == "old":
+        # "old"/"prior" qualifies the finding right after it ("prior granulomatous disease"),
+        # otherwise it speaks of the previous study ("not seen on prior").
+        if nxt is not None and len(folded[pos : mentions[nxt][0]].split()) <= 3:
+            return nxt
+        return None
+    if kind == "change" and nxt is not None:
+        gap = folded[pos : mentions[nxt][0]]
+        if len(gap.split()) > 3 and prev is None:
+            return None  # "prior" far from any finding
+    if kind == "severity":
+        return nxt if nxt is not None else prev
+    if prev is not None and (nxt is None or _POSTPOSED.search(folded[mentions[prev][1] : pos])):
+        return prev
+    return nxt if nxt is not None else prev
 
 
 def _statement(
@@ -368,27 +473,35 @@ def _statement(
     mention: str,
 ) -> Statement:
     zone = next((v for k, v in mods if k == "zone"), None)
+    plural_zone = zone == "ribs"
+    if plural_zone:
+        zone = "rib"
     sides = {v for k, v in mods if k == "side"}
     side: Side | None = None
     if "bilateral" in sides or {"right", "left"} <= sides:
         side = "bilateral"
-    elif sides:
-        side = next(iter(sides))  # type: ignore[assignment]
+    elif "right" in sides:
+        side = "right"
+    elif "left" in sides:
+        side = "left"
     severity = tuple(dict.fromkeys(v for k, v in mods if k == "severity"))
     changes = [v for k, v in mods if k == "change"]
     change = changes[0] if changes else None
     if presence == "absent" and trigger and re.search(r"resol|cleared|remov", trigger):
         change = "resolved"
     size = next((float(v) for k, v in mods if k == "size"), None)
-    plural = bool(re.search(r"s$", mention)) and not re.search(r"(?:sis|ss|us|xis|ax)$", mention) and key not in (
+    english_plural = mention.endswith("s") and not re.search(r"(?:sis|ss|us|xis|ax)$", mention)
+    plural = english_plural and key not in (
         "pneumothorax", "emphysema", "fibrosis", "scoliosis", "kyphosis", "tuberculosis",
         "bronchiectasis", "spondylosis", "hernia",
     )
     if severity and "multiple" in severity:
         plural = True
+    if zone == "rib" and plural:
+        plural_zone = True  # "rib fractures": several ribs
     if zone in ("lung",) and side is None:
         zone = None
-    location = Location(side, zone, plural_zone=False) if (side or zone) else None
+    location = Location(side, zone, plural_zone=plural_zone) if (side or zone) else None
     hedge = _hedge(trigger) if presence == "uncertain" else None
     normal_style = trigger == "normal"
     return Statement(
