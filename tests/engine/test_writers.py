@@ -9,7 +9,14 @@ import pytest
 
 from engine.labeler import get_labeler
 from engine.language.lexicon import FINDING_NOUNS
-from engine.result import FindingCode, FindingResult, Presence, Region
+from engine.result import (
+    EngineIdentity,
+    FindingCode,
+    FindingResult,
+    Presence,
+    Region,
+    StudyReport,
+)
 from engine.writers import choose_text, contradictions, laterality_from_region, write_structured
 from training.bridge.english_words import english_words_in
 from training.findings import FINDINGS
@@ -142,3 +149,23 @@ def test_empty_neural_text_and_the_structured_setting() -> None:
         FINDINGS_EFFUSION)
     with pytest.raises(ValueError, match="writer"):
         choose_text("template", FINDINGS_EFFUSION)
+
+
+def test_the_sr_narrative_records_which_writer_wrote_the_text_and_why() -> None:
+    from dicomnode.report.narrative import diagnostic_imaging_report
+
+    written = choose_text("neural", FINDINGS_EFFUSION, (("Hallazgos", "Cardiomegalia."),))
+    engine = EngineIdentity("cxr-test", "1.0", "a" * 64)
+
+    def report(writer: str, reason: str) -> StudyReport:
+        return StudyReport("1.2.826.0.1.1", ("1.2.826.0.1.1.1",), tuple(FINDINGS_EFFUSION),
+                           written.sections, engine, writer=writer, writer_reason=reason)
+
+    def comments(r: StudyReport) -> list[str]:
+        tree = diagnostic_imaging_report(r)
+        return [i.TextValue for i in tree.ContentSequence if i.ValueType == "TEXT"]
+
+    recorded = comments(report(written.writer, written.reason))
+    assert any(c.startswith("Texto redactado por: structured. Motivo: neural report "
+                            "contradicted") for c in recorded), recorded
+    assert not any("redactado por" in c for c in comments(report("", "")))
