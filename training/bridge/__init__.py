@@ -15,6 +15,7 @@ from training.bridge.bridge import (
     spanish_target,
 )
 from training.bridge.parse_en import ParsedSentence, parse_sentence
+from training.bridge.references import with_spanish_references
 
 __all__ = [
     "BridgedReport",
@@ -24,4 +25,5 @@ __all__ = [
     "parse_sentence",
     "spanish_reference",
     "spanish_target",
+    "with_spanish_references",
 ]
