@@ -102,6 +102,7 @@ NORMAL_SENTENCES: dict[str, str] = {
     "unchanged_study": "Sin cambios significativos respecto al estudio previo.",
     "heart_normal_size_unstated": "Corazón sin alteraciones.",
     "postsurgical": "Cambios postquirúrgicos.",
+    "technique_pa_lateral": "Radiografía de tórax en proyecciones posteroanterior y lateral.",
     "heart_upper_normal": "Índice cardiotorácico en el límite alto de la normalidad.",
 }
 

@@ -184,6 +184,7 @@ SEVERITY: dict[str, tuple[Adjective, bool]] = {
     "linear": (adj("laminar"), False),
     "calcified": (adj("calcificado"), False),
     "displaced": (adj("desplazado"), False),
+    "alveolar": (adj("alveolar"), False),
     "adjacent": (adj("adyacente"), False),
     "suspicious": (adj("sospechoso"), False),
     "multiple": (Adjective("múltiple", "múltiple", "múltiples", "múltiples"), True),

@@ -35,7 +35,7 @@ NORMALS: tuple[str, ...] = (
     "diaphragm_normal", "hila_normal", "aorta_normal", "upper_abdomen_normal",
     "no_focal_disease", "no_consolidation_effusion_pneumothorax", "heart_mediastinum_normal",
     "pleura_normal", "unchanged_study", "heart_normal_size_unstated", "heart_upper_normal",
-    "postsurgical",
+    "postsurgical", "technique_pa_lateral",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -80,10 +81,12 @@ def bridge_report(report_text: str) -> BridgedReport:
     return BridgedReport(tuple(sentences), tuple(sections))
 
 
+@functools.lru_cache(maxsize=65536)
 def spanish_target(report_text: str) -> str | None:
     """The Spanish training target for one English report; None when nothing was realised.
 
-    Sentences the bridge cannot parse are left out (see :func:`bridge_report`).
+    Sentences the bridge cannot parse are left out (see :func:`bridge_report`). Results are
+    cached in memory for the next epoch; nothing is written to disk.
     """
     text = bridge_report(report_text).text()
     return text or None

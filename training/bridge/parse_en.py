@@ -43,6 +43,10 @@ NORMAL_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"(?:the )?lungs? (?:are |is )?(?:well )?expanded and clear", "lungs_clear"),
     (r"clear lungs?", "lungs_clear"),
     (r"(?:stable )?(?:post-?surgical|post-?operative|surgical) changes?", "postsurgical"),
+    (r"(?:(?:pa|frontal|two|2) (?:and lateral )?(?:views?|radiographs?|projections?) of the chest "
+     r"(?:were|was) obtained|(?:the )?(?:examination|exam|study) consists of (?:pa|frontal) and "
+     r"lateral (?:views?|radiographs?) of the chest|(?:pa|frontal) and lateral (?:chest )?"
+     r"(?:examination|exam|views?) (?:was|were) obtained)", "technique_pa_lateral"),
     (rf"(?:the )?(?:heart|cardiac silhouette|cardiac|heart size)(?:,| and) (?:the )?{_MEDIASTINUM}"
      rf"(?:,? and (?:the )?(?:hila|hilar contours?))? {_BE}{_OK}",
      "heart_mediastinum_normal"),
@@ -137,6 +141,7 @@ ZONE_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"stern(?:um|al)", "sternum"),
     (r"paratracheal", "paratracheal"),
     (r"(?:descending |ascending )?(?:thoracic )?aorta", "aorta"),
+    (r"mediastin(?:um|al)", "mediastinum"),
     (r"lungs?|pulmonary|lung fields?|lung zones?|lung parenchyma|parenchymal?", "lung"),
 )
 
@@ -156,6 +161,7 @@ SEVERITY_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"linear|discoid|plate-?like|platelike", "linear"),
     (r"calcified", "calcified"),
     (r"displaced", "displaced"),
+    (r"alveolar", "alveolar"),
     (r"adjacent", "adjacent"),
     (r"suspicious", "suspicious"),
     (r"multiple|numerous|several|scattered", "multiple"),
@@ -225,6 +231,7 @@ specifically again demonstrated shows show showing shown measuring measures meas
 about up mm cm x s e g i small there's is the changes change noted note interval further
 upon without grossly essentially mildly slightly new old the mid its their well be
 thoracic intact appearance appearing configuration sided seen near level abnormal degenerative
+typical
 """
 FILLERS: frozenset[str] = frozenset(_FILLER_WORDS.split())
 
@@ -310,6 +317,7 @@ def clean(sentence: str) -> str:
     """The sentence without de-identification tokens and without its final stop."""
     text = _NOISE.sub(" ", _DEID.sub(" ", sentence))
     text = re.sub(r"(?i)\bwell-(expanded|inflated|aerated)", r"well \1", text)
+    text = re.sub(r"(?i)\bcardio[ -]mediastinal\b", "cardiomediastinal", text)
     return " ".join(text.split()).strip(" .")
 
 
