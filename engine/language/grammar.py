@@ -24,6 +24,7 @@ from engine.language.lexicon import (
     SIDE,
     Gender,
     Noun,
+    adj,
 )
 from engine.language.statement import Location, Statement
 
@@ -69,7 +70,18 @@ ZONE_NOUNS: dict[str, Noun] = {
     "lateral": Noun("región lateral", "regiones laterales", "f"),
     "paratracheal": Noun("región paratraqueal", "regiones paratraqueales", "f"),
     "upper_abdomen": Noun("abdomen superior", "abdómenes superiores", "m"),
+    "carina": Noun("carina", "carinas", "f"),
+    "svc": Noun("vena cava superior", "venas cavas superiores", "f"),
+    "cavoatrial_junction": Noun("unión cavoauricular", "uniones cavoauriculares", "f"),
+    "right_atrium": Noun("aurícula derecha", "aurículas derechas", "f"),
+    "right_ventricle": Noun("ventrículo derecho", "ventrículos derechos", "m"),
+    "stomach": Noun("estómago", "estómagos", "m"),
 }
+
+#: Venous access of a catheter, as an adjective after the device ("catéter ... yugular").
+_ACCESS = {"jugular": adj("yugular"), "subclavian": adj("subclavio"), "femoral": adj("femoral")}
+#: Devices whose tips are electrodes.
+_ELECTRODE_DEVICES = frozenset({"pacemaker", "defibrillator", "leads"})
 
 #: Zones in the lung: a finding placed there drops its "pulmonar" ("Opacidad en la língula").
 LUNG_ZONES: frozenset[str] = frozenset({
@@ -131,6 +143,7 @@ _EN_ART = {
     ("m", False): "en el", ("f", False): "en la", ("m", True): "en los", ("f", True): "en las"
 }
 _AMBOS = {"m": "ambos", "f": "ambas"}
+_ARTICLE = {"m": "el", "f": "la"}
 #: Changes said as an adjective right after the noun; the others close the phrase.
 _ADJECTIVAL_CHANGE = frozenset({"stable", "chronic", "old", "healed", "persistent", "residual"})
 
@@ -216,13 +229,29 @@ def noun_phrase(st: Statement) -> str:
         after.append(CHANGE[st.change].agree(gender, plural))
     if st.size_mm is not None:
         after.append(_format_size(st.size_mm))
+    if st.access is not None:
+        after.append(_ACCESS[st.access].agree(gender, plural))
     if loc.zone is None and loc.side is not None:
         after.append(SIDE[loc.side].agree(gender, plural))
     elif loc.zone is not None:
         prep = "de" if st.finding == "fracture" else "en"
         after.append(zone_phrase(loc, prep=prep))
+    if st.tip:
+        after.append(_tip_phrase(st))
     head = " ".join([*before, noun, *after])
     return _with_change(head, st, gender, plural)
+
+
+def _tip_phrase(st: Statement) -> str:
+    """Where a device ends: "con extremo en la vena cava superior", "con extremo a 3 cm por
+    encima de la carina", "con electrodos en la aurícula derecha y el ventrículo derecho"."""
+    what = "con electrodos" if st.device in _ELECTRODE_DEVICES else "con extremo"
+    places = [f"{_ARTICLE[ZONE_NOUNS[z].gender]} {ZONE_NOUNS[z].singular}" for z in st.tip]
+    if st.tip_relation is not None and st.tip_mm is not None:
+        where = "por encima" if st.tip_relation == "above" else "por debajo"
+        distance = _format_size(st.tip_mm).removeprefix("de ")
+        return f"{what} a {distance} {where} de {places[0]}"
+    return f"{what} en " + " y ".join(places)
 
 
 #: Zones a finding's own name already says ("elongación aórtica en la aorta").

@@ -185,6 +185,7 @@ SEVERITY: dict[str, tuple[Adjective, bool]] = {
     "calcified": (adj("calcificado"), False),
     "displaced": (adj("desplazado"), False),
     "alveolar": (adj("alveolar"), False),
+    "dual_chamber": (adj("bicameral"), False),
     "adjacent": (adj("adyacente"), False),
     "suspicious": (adj("sospechoso"), False),
     "multiple": (Adjective("múltiple", "múltiple", "múltiples", "múltiples"), True),

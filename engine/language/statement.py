@@ -26,6 +26,8 @@ ZONES: tuple[str, ...] = (
     "lumbar_spine", "shoulder", "humerus", "hemidiaphragm", "aortic_arch", "aorta",
     "subpleural", "peripheral", "central", "axilla", "chest_wall", "scapula", "sternum",
     "lateral", "infrahilar", "suprahilar", "paratracheal", "upper_abdomen",
+    # where a device's tip lies
+    "carina", "svc", "cavoatrial_junction", "right_atrium", "right_ventricle", "stomach",
 )
 
 #: Statements that describe normal anatomy without naming a finding of the set.
@@ -77,6 +79,11 @@ class Statement:
     size_mm: float | None = None
     normal: str | None = None
     normal_style: bool = False
+    #: Devices: where the tip lies (zones), how far above/below it, and the venous access.
+    tip: tuple[str, ...] = ()
+    tip_mm: float | None = None
+    tip_relation: Literal["above", "below"] | None = None
+    access: Literal["jugular", "subclavian", "femoral"] | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

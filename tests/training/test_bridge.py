@@ -145,3 +145,22 @@ def test_side_by_side_sheet(shared_data: Path, tmp_path: Path) -> None:
                            "--n", "1", "--predictions", str(preds), "--out", str(out)]) == 0
     page = out.read_text(encoding="utf-8")
     assert study in page and "Cardiomegalia leve." in page and 'lang="es"' in page
+
+
+@pytest.mark.parametrize(
+    ("english", "spanish"),
+    [
+        ("Endotracheal tube terminates 3 cm above the carina.",
+         "Tubo endotraqueal con extremo a 3 cm por encima de la carina."),
+        ("Right internal jugular central venous catheter with tip in the SVC.",
+         "Catéter venoso central yugular derecho con extremo en la vena cava superior."),
+        ("Nasogastric tube tip in the stomach.", "Sonda nasogástrica con extremo en el estómago."),
+        ("Interval increase in size of the left pleural effusion.",
+         "Derrame pleural izquierdo, que ha aumentado respecto al estudio previo."),
+        ("Heart size is mildly enlarged.", "Cardiomegalia leve."),
+        ("Elevated right hemidiaphragm.", "Elevación del hemidiafragma derecho."),
+        ("Emphysematous changes in the upper lobes.", "Enfisema en los lóbulos superiores."),
+    ],
+)
+def test_devices_changes_and_places(english: str, spanish: str) -> None:
+    assert spanish_target(english) == spanish

@@ -140,6 +140,12 @@ ZONE_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"scapula(?:r)?", "scapula"),
     (r"stern(?:um|al)", "sternum"),
     (r"paratracheal", "paratracheal"),
+    (r"carina", "carina"),
+    (r"svc|superior vena cava", "svc"),
+    (r"cavoatrial junction|cavo-atrial junction", "cavoatrial_junction"),
+    (r"right atrium|right atrial", "right_atrium"),
+    (r"right ventricle|right ventricular", "right_ventricle"),
+    (r"stomach|gastric", "stomach"),
     (r"(?:descending |ascending )?(?:thoracic )?aorta", "aorta"),
     (r"mediastin(?:um|al)", "mediastinum"),
     (r"lungs?|pulmonary|lung fields?|lung zones?|lung parenchyma|parenchymal?", "lung"),
@@ -162,6 +168,7 @@ SEVERITY_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"calcified", "calcified"),
     (r"displaced", "displaced"),
     (r"alveolar", "alveolar"),
+    (r"dual[- ]chamber|dual[- ]lead", "dual_chamber"),
     (r"adjacent", "adjacent"),
     (r"suspicious", "suspicious"),
     (r"multiple|numerous|several|scattered", "multiple"),
@@ -206,6 +213,20 @@ DEVICE_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"catheters?", "catheter"),
 )
 
+ACCESS_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"(?:internal )?jugular|ij", "jugular"),
+    (r"subclavian", "subclavian"),
+    (r"femoral", "femoral"),
+)
+RELATION_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"above", "above"),
+    (r"below", "below"),
+)
+#: Zones where a device's tip lies.
+TIP_ZONES = frozenset({
+    "carina", "svc", "cavoatrial_junction", "right_atrium", "right_ventricle", "stomach",
+})
+
 _HEDGES: tuple[tuple[str, Hedge], ...] = (
     (r"exclude|rule|ruled|r/o|excluded", "cannot_exclude"),
     (r"suspic|concern|suspect|suggest", "suspected"),
@@ -231,7 +252,8 @@ specifically again demonstrated shows show showing shown measuring measures meas
 about up mm cm x s e g i small there's is the changes change noted note interval further
 upon without grossly essentially mildly slightly new old the mid its their well be
 thoracic intact appearance appearing configuration sided seen near level abnormal degenerative
-typical
+typical tip tips terminates terminating terminate ends projects positioned place courses coursing
+extends via distal leads wires
 """
 FILLERS: frozenset[str] = frozenset(_FILLER_WORDS.split())
 
@@ -261,6 +283,8 @@ _ZONES = _compile(ZONE_PATTERNS)
 _SEVERITY = _compile(SEVERITY_PATTERNS)
 _CHANGE = _compile(CHANGE_PATTERNS)
 _DEVICES = _compile(DEVICE_PATTERNS)
+_ACCESS = _compile(ACCESS_PATTERNS)
+_RELATION = _compile(RELATION_PATTERNS)
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s?(?:x\s?\d+(?:\.\d+)?\s?)?(mm|cm)\b")
 _C = RULES_EN.compiled
 assert _C is not None
@@ -386,13 +410,17 @@ def parse_sentence(sentence: str) -> ParsedSentence:
     def collect(table: list[tuple[re.Pattern[str], str]], kind: str) -> None:
         for pattern, value in table:
             for m in pattern.finditer(folded):
-                if free(m.start(), m.end(), over_mentions=kind == "zone"):
+                if free(m.start(), m.end(), over_mentions=kind in ("zone", "side", "severity")):
+                    if kind == "zone" and value != "rib" and re.search(r"(?:s|a|ices)$", m.group()):
+                        value += "+"  # "upper lobes", "bases", "apices", "hila": several
                     mods.append((m.start(), kind, value))
                     if kind == "zone" and m.group().startswith("bi"):
                         mods.append((m.start(), "side", "bilateral"))  # "bibasilar"
                     take(m.start(), m.end())
 
+    collect(_ACCESS, "access")
     collect(_ZONES, "zone")
+    collect(_RELATION, "relation")
     collect(_SIDES, "side")
     collect(_SEVERITY, "severity")
     collect(_CHANGE, "change")
@@ -424,10 +452,14 @@ def parse_sentence(sentence: str) -> ParsedSentence:
     attached: dict[int, list[tuple[str, str]]] = {i: [] for i in range(len(mentions))}
     for pos, kind, value in mods:
         target = _attach(folded, mentions, pos, kind, value)
-        if target is not None:
+        if target is not None and kind in ("access", "relation") and (
+                mentions[target][2] != "support_devices"):
+            result.unknown.append(value)
+        elif target is not None:
             attached[target].append((kind, value))
-        elif mentions and kind == "change" and value == "old":
-            continue  # "prior" of "unchanged from prior": the study, not a finding
+        elif mentions and not (kind == "change" and value == "old"):
+            # ("prior" of "unchanged from prior" speaks of the study, not of a finding.)
+            result.unknown.append(value)  # a modifier no finding can carry would be lost
     for i, (start, _end, key, presence, trigger) in enumerate(mentions):
         if (presence == "uncertain" and trigger and "suggest" in trigger
                 and re.search(r"\b(?:no|without)\b", folded[:start])):
@@ -461,10 +493,6 @@ def _attach(
         if nxt is not None and len(folded[pos : mentions[nxt][0]].split()) <= 3:
             return nxt
         return None
-    if kind == "change" and nxt is not None:
-        gap = folded[pos : mentions[nxt][0]]
-        if len(gap.split()) > 3 and prev is None:
-            return None  # "prior" far from any finding
     if kind == "severity":
         return nxt if nxt is not None else prev
     if prev is not None and (nxt is None or _POSTPOSED.search(folded[mentions[prev][1] : pos])):
@@ -480,10 +508,19 @@ def _statement(
     device: str | None,
     mention: str,
 ) -> Statement:
+    tips: tuple[str, ...] = ()
+    if key == "support_devices":
+        tips = tuple(dict.fromkeys(v.rstrip("+") for k, v in mods
+                                   if k == "zone" and v.rstrip("+") in TIP_ZONES))
+        mods = [(k, v) for k, v in mods if not (k == "zone" and v.rstrip("+") in TIP_ZONES)]
+    access = next((v for k, v in mods if k == "access"), None)
+    relation = next((v for k, v in mods if k == "relation"), None)
     zone = next((v for k, v in mods if k == "zone"), None)
-    plural_zone = zone == "ribs"
-    if plural_zone:
-        zone = "rib"
+    plural_zone = zone is not None and zone.endswith("+")
+    if zone is not None:
+        zone = zone.rstrip("+")
+    if zone == "ribs":
+        zone, plural_zone = "rib", True
     sides = {v for k, v in mods if k == "side"}
     side: Side | None = None
     if "bilateral" in sides or {"right", "left"} <= sides:
@@ -493,11 +530,16 @@ def _statement(
     elif "left" in sides:
         side = "left"
     severity = tuple(dict.fromkeys(v for k, v in mods if k == "severity"))
+    if key in ("calcification", "aortic_atheromatosis", "pleural_other"):
+        severity = tuple(v for v in severity if v != "calcified")  # said by the noun itself
     changes = [v for k, v in mods if k == "change"]
     change = changes[0] if changes else None
     if presence == "absent" and trigger and re.search(r"resol|cleared|remov", trigger):
         change = "resolved"
     size = next((float(v) for k, v in mods if k == "size"), None)
+    tip_mm = None
+    if tips and relation is not None and size is not None:
+        tip_mm, size = size, None
     english_plural = mention.endswith("s") and not re.search(r"(?:sis|ss|us|xis|ax)$", mention)
     plural = english_plural and key not in (
         "pneumothorax", "emphysema", "fibrosis", "scoliosis", "kyphosis", "tuberculosis",
@@ -523,4 +565,8 @@ def _statement(
         plural=plural,
         size_mm=size,
         normal_style=normal_style,
+        tip=tips,
+        tip_mm=tip_mm,
+        tip_relation=relation if tip_mm is not None else None,  # type: ignore[arg-type]
+        access=access,  # type: ignore[arg-type]
     )
