@@ -148,7 +148,7 @@ DEVICE_NOUNS: dict[str, Noun] = {
     "sternotomy": Noun("esternotomía media", "esternotomías medias", "f"),
     "sternotomy_wires": Noun("sutura de esternotomía", "suturas de esternotomía", "f", count=True),
     "clips": Noun("clip quirúrgico", "clips quirúrgicos", "m", count=True),
-    "stent": Noun("stent", "stents", "m", count=True),
+    "stent": Noun("endoprótesis", "endoprótesis", "f", count=True),
     "valve": Noun("prótesis valvular", "prótesis valvulares", "f", count=True),
     "port": Noun("reservorio venoso subcutáneo", "reservorios venosos subcutáneos", "m",
                  count=True),
