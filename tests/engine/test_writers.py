@@ -4,8 +4,10 @@ check that replaces a contradicting neural report."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
+from pydicom.dataset import Dataset
 
 from engine.labeler import get_labeler
 from engine.language.lexicon import FINDING_NOUNS
@@ -169,3 +171,23 @@ def test_the_sr_narrative_records_which_writer_wrote_the_text_and_why() -> None:
     assert any(c.startswith("Texto redactado por: structured. Motivo: neural report "
                             "contradicted") for c in recorded), recorded
     assert not any("redactado por" in c for c in comments(report("", "")))
+
+
+def test_sr_with_the_writer_note_passes_dciodvfy(
+    real_datasets: dict[str, Dataset], tmp_path: Path
+) -> None:
+    from dicomnode.report import build_report_objects
+    from tests.support.dicom_peers import dciodvfy_errors
+
+    source = real_datasets["rg1_chest_cr_uncompressed.dcm"]
+    written = choose_text("neural", FINDINGS_EFFUSION, (("Hallazgos", "Cardiomegalia."),))
+    report = StudyReport(
+        str(source.StudyInstanceUID), (str(source.SOPInstanceUID),), tuple(FINDINGS_EFFUSION),
+        written.sections, EngineIdentity("cxr-test", "1.0", "a" * 64),
+        writer=written.writer, writer_reason=written.reason,
+    )
+    narrative = build_report_objects(report, [source])[0]
+    path = tmp_path / "narrative.dcm"
+    narrative.save_as(path, enforce_file_format=True)
+    errors, output = dciodvfy_errors(path)
+    assert not errors, output
