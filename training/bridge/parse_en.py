@@ -66,6 +66,8 @@ NORMAL_PATTERNS: tuple[tuple[str, str], ...] = (
      rf"(?:structures?|thorax|elements?)?\s?(?:of the (?:thorax|chest) )?{_BE}"
      r"(?:structurally )?(?:intact|normal|unremarkable|within normal limits|"
      r"without (?:acute |focal )?abnormalit(?:y|ies))", "bones_intact"),
+    (r"(?:the )?(?:bony|osseous|skeletal) (?:structures|elements) (?:reveal|show|demonstrate) no "
+     r"(?:acute )?(?:abnormalit(?:y|ies)|fractures?)", "bones_no_acute"),
     (r"(?:no|without|negative for) (?:acute |displaced |focal )?(?:or destructive )?"
      rf"(?:bony|osseous|skeletal|bone) {_ABNORMALITY}", "bones_no_acute"),
     (r"(?:the )?trachea (?:is )?(?:midline|normal|central|unremarkable)", "trachea_midline"),
@@ -303,7 +305,7 @@ _SUBJECTS: tuple[tuple[str, Statement], ...] = (
      Statement(normal="vasculature_normal")),
     (r"hila|hilar (?:contours?|structures?)", Statement(normal="hila_normal")),
     (r"lungs?", Statement(normal="lungs_clear")),
-    (r"(?:osseous|bony|skeletal) structures|bones", Statement(normal="bones_intact")),
+    (r"(?:osseous|bony|skeletal) (?:structures|elements)|bones", Statement(normal="bones_intact")),
     (r"trachea", Statement(normal="trachea_midline")),
     (r"soft tissues", Statement(normal="soft_tissues_normal")),
     (r"(?:thoracic )?aorta", Statement(normal="aorta_normal")),
@@ -411,7 +413,8 @@ def parse_sentence(sentence: str) -> ParsedSentence:
         for pattern, value in table:
             for m in pattern.finditer(folded):
                 if free(m.start(), m.end(), over_mentions=kind in ("zone", "side", "severity")):
-                    if kind == "zone" and value != "rib" and re.search(r"(?:s|a|ices)$", m.group()):
+                    several = re.search(r"(?:s|ices)$|^hila$", m.group())
+                    if kind == "zone" and value != "rib" and several:
                         value += "+"  # "upper lobes", "bases", "apices", "hila": several
                     mods.append((m.start(), kind, value))
                     if kind == "zone" and m.group().startswith("bi"):
@@ -443,8 +446,8 @@ def parse_sentence(sentence: str) -> ParsedSentence:
     ]
     if not mentions:
         # Location, size or severity with no finding to carry them would be lost.
-        unknown += [value for _, kind, value in mods
-                    if kind in ("zone", "size", "severity") and value not in ("lung", "focal")]
+        unknown += [value for _, kind, value in mods if kind in ("zone", "size", "severity")
+                    and value.rstrip("+") not in ("lung", "focal")]
     result.unknown = unknown
 
     # English puts adjectives before the noun ("small left effusion") and places, sizes and
