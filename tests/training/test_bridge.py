@@ -89,19 +89,20 @@ def test_no_english_word_in_any_spanish_output_of_the_test_split(
     assert english_words_in("The lungs are clear") == ["the", "lungs", "are", "clear"]
 
 
-#: The English labeler reads "no focal opacity to suggest pneumonia" as uncertain; the bridge
-#: says what the sentence means (absent). For issue 12's English rules.
-KNOWN_ENGLISH_LABELER_GAPS = frozenset({"pneumonia"})
+#: English-rule gaps, for issue 12: "no focal opacity to suggest pneumonia" reads as uncertain
+#: (the bridge says what it means: absent); "calcified thoracic aorta" is a calcification but
+#: "aortic calcification" an atheromatosis (the Spanish rules read both as atheromatosis).
+KNOWN_ENGLISH_LABELER_GAPS = frozenset({"pneumonia", "calcification"})
 
 
 def test_per_finding_agreement_on_the_test_split(test_split_figures: dict[str, object]) -> None:
     agreement = test_split_figures["agreement"]
     assert isinstance(agreement, dict)
     low = {k: round(ce, 3) for k, (_, ce, n) in agreement.items()
-           if ce < 0.95 and n >= 10 and k not in KNOWN_ENGLISH_LABELER_GAPS}
+           if ce < 0.95 and n >= 5 and k not in KNOWN_ENGLISH_LABELER_GAPS}
     assert low == {}
     sentences = test_split_figures["sentences_realised"]
-    assert isinstance(sentences, int) and sentences >= 0.7 * 2529  # coverage must not regress
+    assert isinstance(sentences, int) and sentences >= 0.78 * 2529  # coverage must not regress
 
 
 def test_evaluate_lang_es_scores_against_bridge_references(
