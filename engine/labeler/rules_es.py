@@ -67,8 +67,10 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"derrames? pleural\w*",
         r"derrames?",
         r"liquido pleural",
-        r"pinzamiento (?:del? )?(?:los |ambos )?(?:senos? )?costofrenic\w*",
-        r"senos? costofrenicos? (?:\w+ )?(?:pinzados?|ocupados?)",
+        r"(?:pinzamiento|ocupacion|borramiento) (?:del? )?(?:los |ambos )?(?:senos? |angulos? )?"
+        r"(?:costofrenic|costodiafragmatic)\w*",
+        r"(?:senos?|angulos?) (?:costofrenic|costodiafragmatic)\w* (?:\w+ )?"
+        r"(?:pinzados?|ocupados?|borrados?)",
     ),
     "pleural_other": (
         r"placas? pleural\w*",
@@ -184,6 +186,8 @@ NORMAL: dict[str, tuple[str, ...]] = {
         rf"(?:silueta cardiaca|tamano cardiaco|indice cardiotoracico|corazon) {_W}{{0,2}}"
         r"(?:normal|dentro de (?:los )?limites normales|conservad[oa]|sin alteraciones)",
         r"(?:silueta cardiaca|tamano cardiaco|indice cardiotoracico) de (?:tamano )?normal",
+        r"(?:silueta cardiaca|tamano cardiaco|indice cardiotoracico) (?:en|dentro de) "
+        r"(?:los )?limites normales",
     ),
     "enlarged_cardiomediastinum": (
         r"mediastino (?:de (?:tamano|morfologia|anchura|calibre) normal|sin alteraciones|normal|"
@@ -191,7 +195,9 @@ NORMAL: dict[str, tuple[str, ...]] = {
         r"silueta cardiomediastinica (?:de tamano )?(?:normal|dentro de (?:los )?limites normales|"
         r"sin alteraciones)",
     ),
-    "pleural_effusion": (r"senos? costofrenicos? (?:estan )?libres",),
+    "pleural_effusion": (
+        r"(?:senos?|angulos?) (?:costofrenic|costodiafragmatic)\w* (?:estan |permanecen )?libres",
+    ),
     "hypoinflation": (
         r"(?:adecuada|buena|correcta|normal) (?:insuflacion|inspiracion|expansion)"
         r"(?: pulmonar)?",

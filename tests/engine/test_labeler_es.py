@@ -68,6 +68,14 @@ def test_score_on_independent_sentences() -> None:
         ("Retirada del tubo endotraqueal.", {"support_devices": "absent"}),
         ("Mediastino de anchura normal.", {"enlarged_cardiomediastinum": "absent"}),
         ("Adecuada insuflación pulmonar.", {"hypoinflation": "absent", "hyperinflation": "absent"}),
+        ("Ángulos costofrénicos libres.", {"pleural_effusion": "absent"}),
+        ("Senos costodiafragmáticos libres.", {"pleural_effusion": "absent"}),
+        ("Ocupación del seno costofrénico derecho.", {"pleural_effusion": "present"}),
+        ("Silueta cardíaca en límites normales.", {"cardiomegaly": "absent"}),
+        ("Neumonía del lóbulo inferior izquierdo, sin derrame asociado.",
+         {"pneumonia": "present", "pleural_effusion": "absent"}),
+        ("No se identifican fracturas costales.", {"fracture": "absent"}),
+        ("Se descarta neumotórax.", {"pneumothorax": "absent"}),
     ],
 )
 def test_constructions(sentence: str, expected: dict[str, str]) -> None:
