@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 from engine.language import Location, Statement, realise, sentence
 from engine.language.grammar import noun_phrase
 from engine.language.lexicon import FINDING_NOUNS
 from engine.result import FindingResult
+from engine.writers.laterality import laterality_from_region
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +63,36 @@ def _unknown_sentence(f: FindingResult, hedged: bool) -> str:
     return sentence(f"no se descarta {name.lower()}" if hedged else name)
 
 
+def with_sides(
+    findings: Sequence[FindingResult], image_width: int, *, row_direction: str = "L"
+) -> list[FindingResult]:
+    """``findings`` with the side of each located one that has none, from its box on the
+    frontal image ``image_width`` pixels wide (see :mod:`engine.writers.laterality`)."""
+    out = []
+    for f in findings:
+        if f.laterality is None and f.region is not None:
+            side = laterality_from_region(f.region, image_width, row_direction=row_direction)
+            f = replace(f, laterality=side)
+        out.append(f)
+    return out
+
+
 def write_structured(
     findings: Sequence[FindingResult],
     *,
     bands: dict[str, tuple[float, float]] | None = None,
+    image_width: int | None = None,
+    row_direction: str = "L",
 ) -> tuple[tuple[str, str], ...]:
     """Hallazgos and Impresión for ``findings``.
 
     ``bands`` maps a finding key to its (absent, present) thresholds, to place an uncertain
     probability nearer one or the other; without it every uncertain finding reads
-    "No se descarta ...".
+    "No se descarta ...". With ``image_width`` (of the frontal image the regions are on), a
+    located finding without a side gets it from its box.
     """
+    if image_width is not None:
+        findings = with_sides(findings, image_width, row_direction=row_direction)
     ordered = sorted(findings, key=lambda f: -f.probability)
     present = [f for f in ordered if f.presence == "present" and f.key != "no_finding"]
     uncertain = [f for f in ordered if f.presence == "uncertain" and f.key != "no_finding"]

@@ -191,3 +191,15 @@ def test_sr_with_the_writer_note_passes_dciodvfy(
     narrative.save_as(path, enforce_file_format=True)
     errors, output = dciodvfy_errors(path)
     assert not errors, output
+
+
+def test_structured_writer_takes_the_side_from_the_box() -> None:
+    box_on_image_left = Region("1.2.3", 50, 300, 400, 700)  # patient right on a PA frontal
+    effusion = FindingResult("pleural_effusion",
+                             FindingCode("60046008", "SCT", "Derrame pleural"), "present", 0.9,
+                             region=box_on_image_left)
+    sections = dict(write_structured([effusion], image_width=1000))
+    assert sections["Hallazgos"] == "Derrame pleural derecho."
+    flipped = dict(write_structured([effusion], image_width=1000, row_direction="R"))
+    assert flipped["Hallazgos"] == "Derrame pleural izquierdo."
+    assert dict(write_structured([effusion]))["Hallazgos"] == "Derrame pleural."
