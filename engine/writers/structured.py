@@ -125,8 +125,9 @@ def write_structured(
     effusion = [s for s in normals if s.finding == "pleural_effusion"]
     body.extend(realise([*styled, *negated]))
     body.extend(realise(effusion))
-    if not summary:
-        summary = [NO_FINDINGS]
+    # Support devices do not make a study abnormal (as no_finding is defined).
+    if all(f.key == "support_devices" for f in (*present, *uncertain)):
+        summary = [NO_FINDINGS, *summary]
         if not body:
             body = [NO_FINDINGS]
     return ((HALLAZGOS, " ".join(body)), (IMPRESION, " ".join(summary)))

@@ -203,3 +203,13 @@ def test_structured_writer_takes_the_side_from_the_box() -> None:
     flipped = dict(write_structured([effusion], image_width=1000, row_direction="R"))
     assert flipped["Hallazgos"] == "Derrame pleural izquierdo."
     assert dict(write_structured([effusion]))["Hallazgos"] == "Derrame pleural."
+
+
+def test_devices_alone_leave_the_impression_normal() -> None:
+    findings = [_f("support_devices", "present", 0.9), _f("cardiomegaly", "absent", 0.02),
+                _f("pleural_effusion", "absent", 0.02)]
+    sections = dict(write_structured(findings))
+    assert sections["Impresión"] == (
+        "Sin hallazgos patológicos significativos. Dispositivos de soporte."
+    )
+    assert sections["Hallazgos"].startswith("Dispositivos de soporte. Índice cardiotorácico")
