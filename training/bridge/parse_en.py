@@ -26,7 +26,7 @@ _DEID = re.compile(r"\bx{2,}\b", re.IGNORECASE)
 _NOISE = re.compile(
     r"\b(?:grossly|otherwise|essentially|overall|visualized|visualised|imaged|remaining|"
     r"currently|again|now|otherwise|also|overall|specifically|in appearance|in configuration|"
-    r"and configuration|in contour|and contour)\b",
+    r"and configuration|in contour|and contour|and shape|in shape)\b",
     re.IGNORECASE,
 )
 
@@ -70,7 +70,8 @@ NORMAL_PATTERNS: tuple[tuple[str, str], ...] = (
      r"(?:acute )?(?:abnormalit(?:y|ies)|fractures?)", "bones_no_acute"),
     (r"(?:no|without|negative for) (?:acute |displaced |focal )?(?:or destructive )?"
      rf"(?:bony|osseous|skeletal|bone) {_ABNORMALITY}", "bones_no_acute"),
-    (r"(?:the )?trachea (?:is )?(?:midline|normal|central|unremarkable)", "trachea_midline"),
+    (r"(?:the )?trachea (?:is )?(?:midline|normal|central|unremarkable)|midline trachea",
+     "trachea_midline"),
     (r"(?:the )?(?:pulmonary )?(?:vascularity|vasculature|vascular markings) "
      r"(?:is |are |appears? )?(?:within normal limits|normal|unremarkable)", "vasculature_normal"),
     (r"normal (?:pulmonary )?(?:vascularity|vasculature|vascular markings)", "vasculature_normal"),
@@ -94,9 +95,9 @@ NORMAL_PATTERNS: tuple[tuple[str, str], ...] = (
      "upper_abdomen_normal"),
     (r"(?:no|without) (?:focal )?(?:pleural|parenchymal) (?:abnormalit(?:y|ies)|disease)",
      "pleura_normal"),
-    (r"(?:there is |there has been )?no (?:significant |appreciable |interval |substantial )?"
+    (r"(?:there is |there has been )?no (?:(?:significant|appreciable|interval|substantial) ){0,2}"
      r"(?:change|changes)(?: (?:from|since|compared to|compared with|in comparison to) "
-     r"(?:the )?(?:prior|previous|last)(?: (?:study|examination|exam|radiographs?|film))?)?",
+     r"(?:the )?(?:prior|previous|last)(?: (?:study|examination|exam|radiographs?|films?))?)?",
      "unchanged_study"),
     (r"(?:stable|unchanged) (?:chest|examination|exam|appearance|study)(?: of the chest)?",
      "unchanged_study"),
@@ -148,7 +149,7 @@ ZONE_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"right atrium|right atrial", "right_atrium"),
     (r"right ventricle|right ventricular", "right_ventricle"),
     (r"stomach|gastric", "stomach"),
-    (r"(?:descending |ascending )?(?:thoracic )?aorta", "aorta"),
+    (r"(?:descending |ascending )?(?:thoracic )?aort(?:a|ic)", "aorta"),
     (r"mediastin(?:um|al)", "mediastinum"),
     (r"lungs?|pulmonary|lung fields?|lung zones?|lung parenchyma|parenchymal?", "lung"),
 )
@@ -254,7 +255,7 @@ specifically again demonstrated shows show showing shown measuring measures meas
 about up mm cm x s e g i small there's is the changes change noted note interval further
 upon without grossly essentially mildly slightly new old the mid its their well be
 thoracic intact appearance appearing configuration sided seen near level abnormal degenerative
-typical tip tips terminates terminating terminate ends projects positioned place courses coursing
+typical underlying indicate indicates indicating tip tips terminates terminating terminate ends projects positioned place courses coursing
 extends via distal leads wires
 """
 FILLERS: frozenset[str] = frozenset(_FILLER_WORDS.split())
