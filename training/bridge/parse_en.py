@@ -255,7 +255,8 @@ specifically again demonstrated shows show showing shown measuring measures meas
 about up mm cm x s e g i small there's is the changes change noted note interval further
 upon without grossly essentially mildly slightly new old the mid its their well be
 thoracic intact appearance appearing configuration sided seen near level abnormal degenerative
-typical underlying indicate indicates indicating tip tips terminates terminating terminate ends projects positioned place courses coursing
+typical underlying indicate indicates indicating tip tips terminates terminating terminate
+ends projects positioned place courses coursing
 extends via distal leads wires
 """
 FILLERS: frozenset[str] = frozenset(_FILLER_WORDS.split())
