@@ -217,6 +217,9 @@ class EngineManifest(_Strict):
     graphs: dict[str, GraphSpec]
     tensorrt_plans: tuple[TensorRTPlanSpec, ...] = ()
     decoding: DecodingDefaults = Field(default_factory=DecodingDefaults)
+    #: Which writer gives the report its text: the decoder's ("neural", always checked
+    #: against the coded findings) or the deterministic one ("structured"), see engine.writers.
+    report_writer: Literal["structured", "neural"] = "neural"
     export: ExportInfo = Field(default_factory=ExportInfo)
     #: Relative path -> SHA-256 hex digest of every file in the artifact but the manifest.
     files: dict[str, str] = Field(default_factory=dict)

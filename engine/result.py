@@ -137,6 +137,10 @@ class StudyReport:
     language: str = "es"
     extra: dict[str, str] = field(default_factory=dict)
     analysed_images: tuple[AnalysedImage, ...] = ()
+    #: Which report writer produced ``sections`` ("structured" or "neural") and why (e.g. the
+    #: neural text contradicted a coded finding and was replaced); empty when not recorded.
+    writer: str = ""
+    writer_reason: str = ""
 
     def __post_init__(self) -> None:
         if not self.study_instance_uid:

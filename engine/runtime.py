@@ -46,6 +46,7 @@ from engine.result import (
     StudyReport,
 )
 from engine.text import ReportTokenizer
+from engine.writers import choose_text, laterality_from_region
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -119,6 +120,9 @@ class PreparedStudy:
     view_reason: str
     #: Which image fills each model input slot, with its view and why (written into reports).
     analysed: tuple[AnalysedImage, ...] = ()
+    #: First value of the frontal image's Patient Orientation: "L" (the usual display, patient
+    #: right on image left) or "R" (stored flipped); it decides the side of a located finding.
+    row_direction: str = "L"
 
 
 def presence_of(probability: float, spec: FindingSpec) -> Presence:
@@ -197,6 +201,7 @@ class Engine:
         analysed = [_analysed(frontal_ds, frontal, selection.frontal_reason)]
         if lateral is not None and selection.lateral is not None:
             analysed.append(_analysed(selection.lateral, lateral, selection.lateral_reason))
+        orientation = getattr(frontal_ds, "PatientOrientation", None) or ["L"]
         return PreparedStudy(
             study_uid,
             stack_views(frontal, lateral, spec),
@@ -204,6 +209,7 @@ class Engine:
             sources,
             selection.frontal_reason,
             tuple(analysed),
+            str(orientation[0]),
         )
 
     def prepare_image_study(self, study: ImageStudy) -> PreparedStudy:
@@ -244,6 +250,7 @@ class Engine:
             probability = float(np.clip(probs[index], 0.0, 1.0))
             presence = presence_of(probability, spec)
             region = None
+            laterality = None
             if spec.locatable:
                 box = boxes[box_index]
                 box_index += 1
@@ -252,8 +259,20 @@ class Engine:
                     # A box lying wholly in the letterbox padding collapses: report no region.
                     if x0 < x1 and y0 < y1:
                         region = Region(study.frontal.sop_instance_uid, x0, y0, x1, y1)
+                        laterality = laterality_from_region(
+                            region,
+                            study.frontal.letterbox.source_width,
+                            row_direction=study.row_direction,
+                        )
             results.append(
-                FindingResult(spec.key, spec.to_code(), presence, probability, region=region)
+                FindingResult(
+                    spec.key,
+                    spec.to_code(),
+                    presence,
+                    probability,
+                    laterality=laterality,
+                    region=region,
+                )
             )
         return tuple(results)
 
@@ -288,15 +307,26 @@ class Engine:
                     study_instance_uid=study.study_instance_uid,
                 )
                 continue
+            findings = self._findings(study, encoded.probs[i], encoded.boxes[i])
+            manifest = self.artifact.manifest
+            written = choose_text(
+                manifest.report_writer,
+                findings,
+                sections,
+                language=manifest.languages[0],
+                bands={f.key: (f.threshold_absent, f.threshold_present) for f in manifest.findings},
+            )
             out[i] = StudyReport(
                 study_instance_uid=study.study_instance_uid,
                 source_sop_instance_uids=study.source_sop_instance_uids,
-                findings=self._findings(study, encoded.probs[i], encoded.boxes[i]),
-                sections=sections,
+                findings=findings,
+                sections=written.sections,
                 engine=self.identity,
-                language=self.artifact.manifest.languages[0],
+                language=manifest.languages[0],
                 extra={"backend": self.backend.describe(), "view_selection": study.view_reason},
                 analysed_images=study.analysed,
+                writer=written.writer,
+                writer_reason=written.reason,
             )
         return [r for r in out if r is not None]
 

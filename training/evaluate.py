@@ -183,6 +183,10 @@ def evaluate_predictions(
     """
     if reference_labels not in REFERENCE_LABELS:
         raise ValueError(f"reference_labels must be one of {REFERENCE_LABELS}")
+    if lang == "es":  # English-only datasets: Spanish references derived by the bridge
+        from training.bridge.references import with_spanish_references
+
+        records = with_spanish_references(records)
     usable = scorable(records, lang, sections)
     if not usable:
         raise PredictionsError(

@@ -75,6 +75,16 @@ def diagnostic_imaging_report(
         ]
     )
     items.append(procedure)
+    if report.writer:  # which report writer produced the text, and why (engine.writers)
+        items.append(
+            hd.sr.TextContentItem(
+                name=codes.COMMENT,
+                value=f"Texto redactado por: {report.writer}. Motivo: {report.writer_reason}"[
+                    :1024
+                ],
+                relationship_type=_CONTAINS,
+            )
+        )
     for title, text in report.sections:
         section_name, item_name = codes.section_concepts(title)
         section = hd.sr.ContainerContentItem(name=section_name, relationship_type=_CONTAINS)

@@ -67,8 +67,10 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"derrames? pleural\w*",
         r"derrames?",
         r"liquido pleural",
-        r"pinzamiento (?:del? )?(?:los |ambos )?(?:senos? )?costofrenic\w*",
-        r"senos? costofrenicos? (?:\w+ )?(?:pinzados?|ocupados?)",
+        r"(?:pinzamiento|ocupacion|borramiento) (?:del? )?(?:los |ambos )?(?:senos? |angulos? )?"
+        r"(?:costofrenic|costodiafragmatic)\w*",
+        r"(?:senos?|angulos?) (?:costofrenic|costodiafragmatic)\w* (?:\w+ )?"
+        r"(?:pinzados?|ocupados?|borrados?)",
     ),
     "pleural_other": (
         r"placas? pleural\w*",
@@ -88,13 +90,20 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"cerclajes?",
         r"esternotomia",
         r"suturas? metalicas?",
-        r"protesis (?:valvular|valvulares)?",
+        r"(?:endo)?protesis(?: valvular(?:es)?| vascular(?:es)?)?",
         r"valvulas? protesicas?",
-        r"clips? (?:quirurgicos?|vasculares)?",
+        r"clips?(?: quirurgicos?| vasculares)?",
         r"dispositivos?",
         r"reservorios?",
         r"stents?",
-        r"material de osteosintesis",
+        r"material(?:es)? de osteosintesis",
+        r"canulas? de traqueostomia",
+        r"desfibriladore?s?",
+        r"electrodos?",
+        r"drenajes?",
+        r"vertebroplastias?",
+        r"filtros? de vena cava",
+        r"valvulas? de derivacion",
     ),
     "infiltration": (r"infiltrad\w*",),
     "mass": (r"masas?",),
@@ -118,7 +127,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"hipoinsufla\w*",
         r"(?:bajos|escasos) volumenes pulmonares",
         r"volumenes pulmonares (?:\w+ )?(?:bajos|disminuidos|reducidos)",
-        r"escasa inspiracion",
+        r"(?:escasa|baja|pobre|insuficiente|deficiente) inspiracion",
+        r"hipoventilaci\w+",
         r"pobre (?:esfuerzo )?inspiratorio",
     ),
     "granuloma": (r"granulom\w*",),
@@ -133,6 +143,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "aortic_elongation": (
         r"elongaci\w+ (?:de la )?aort\w*",
+        r"elongaci\w+ y ateromatosis aort\w*",
         r"elongaci\w+ (?:del? )?(?:\w+ )?aort\w*",
         r"aorta (?:\w+ )?(?:elongada|tortuosa|ectasica|desenrollada)",
         r"ectasia aortica",
@@ -143,7 +154,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"ateroma\w*",
         r"ateroscleros\w*",
         r"ateroesclero\w*",
-        r"calcificaci\w+ (?:del? )?(?:la )?(?:aort\w+|boton aortico|cayado aortico)",
+        r"calcificaci\w+ (?:del? |en )?(?:el |la )?(?:aort\w+|boton aortico|cayado aortico)",
         r"aorta calcificada",
     ),
     "elevated_hemidiaphragm": (
@@ -153,13 +164,15 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "scarring": (
         r"cicatri\w+",
+        r"fibrocicatri\w+",
+        r"tractos? fibro\w*",
         r"tractos? fibros\w*",
         r"bandas? fibrosas?",
         r"tractos? cicatricial\w*",
     ),
     "bronchiectasis": (r"bronquiecta\w*",),
     "interstitial_pattern": (
-        r"patron intersticial",
+        r"patron(?:es)? intersticial(?:es)?",
         r"patron (?:reticular|reticulonodular|micronodular|miliar)",
         r"aumento de (?:la )?trama (?:intersticial|broncovascular)",
         r"trama (?:intersticial|broncovascular) (?:\w+ )?aumentada",
@@ -173,14 +186,27 @@ NORMAL: dict[str, tuple[str, ...]] = {
         rf"(?:silueta cardiaca|tamano cardiaco|indice cardiotoracico|corazon) {_W}{{0,2}}"
         r"(?:normal|dentro de (?:los )?limites normales|conservad[oa]|sin alteraciones)",
         r"(?:silueta cardiaca|tamano cardiaco|indice cardiotoracico) de (?:tamano )?normal",
+        r"(?:silueta cardiaca|tamano cardiaco|indice cardiotoracico) (?:en|dentro de) "
+        r"(?:los )?limites normales",
     ),
     "enlarged_cardiomediastinum": (
-        r"mediastino (?:de (?:tamano|morfologia) normal|sin alteraciones|normal|centrado)",
+        r"mediastino (?:de (?:tamano|morfologia|anchura|calibre) normal|sin alteraciones|normal|"
+        r"centrado(?:,? de anchura normal)?)",
         r"silueta cardiomediastinica (?:de tamano )?(?:normal|dentro de (?:los )?limites normales|"
         r"sin alteraciones)",
     ),
-    "pleural_effusion": (r"senos? costofrenicos? (?:estan )?libres",),
-    "hypoinflation": (r"(?:adecuada|buena|correcta) (?:insuflacion|inspiracion|expansion)",),
+    "pleural_effusion": (
+        r"(?:senos?|angulos?) (?:costofrenic|costodiafragmatic)\w* (?:estan |permanecen )?libres",
+    ),
+    "hypoinflation": (
+        r"(?:adecuada|buena|correcta|normal) (?:insuflacion|inspiracion|expansion)"
+        r"(?: pulmonar)?",
+        r"volumenes pulmonares (?:normales|conservados)",
+    ),
+    "hyperinflation": (
+        r"(?:adecuada|buena|correcta|normal) (?:insuflacion|expansion)(?: pulmonar)?",
+        r"volumenes pulmonares (?:normales|conservados)",
+    ),
 }
 
 EXCLUDE: dict[str, tuple[str, ...]] = {
@@ -189,8 +215,8 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     "fibrosis": (r"fibrosis quistica",),
     "lung_lesion": (r"lesion(?:es)? (?:osea|oseas|litica|liticas|blastica|blasticas|cutanea\w*)",),
     "calcification": (
-        r"(?:granulomas?|nodulos?) calcificados?",
-        r"calcificaci\w+ (?:del? )?(?:la )?(?:aort\w+|boton aortico|cayado aortico)",
+        r"(?:granulomas?|nodulos?)(?: pulmonares?)? calcificad\w*",
+        r"calcificaci\w+ (?:del? |en )?(?:el |la )?(?:aort\w+|boton aortico|cayado aortico)",
         r"aorta calcificada",
         r"calcificaci\w+ pleural\w*",
     ),
@@ -207,9 +233,9 @@ NEGATION_PRE: tuple[str, ...] = (
     r"negativ\w+ para",
     r"se descarta",
     r"descartad\w+",
-    r"desaparici\w+ (?:del? )?",
-    r"resoluci\w+ (?:del? )?",
-    r"retirada (?:del? )?",
+    r"desaparici\w+(?: del?)?",
+    r"resoluci\w+(?: del?)?",
+    r"retirada(?: del?)?",
     r"no (?:se )?(?:observa|observan|aprecia|aprecian|identifica|identifican|visualiza|"
     r"visualizan|evidencia|evidencian|objetiva|objetivan|ve|ven|hay|existe|existen|muestra)",
     r"sin (?:evidencia|signos|imagenes|datos|hallazgos) de",
@@ -236,13 +262,14 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"sugestiv\w+ de",
     r"sugiere\w*",
     r"sugerente\w* de",
-    r"sospecha\w* (?:de )?",
+    r"sospecha\w*(?: de)?",
     r"sospechos\w+ de",
     r"dudos\w+",
     r"podria\w*",
     r"pudiera\w*",
     r"puede (?:corresponder a|tratarse de|representar|deberse a)",
-    r"impresiona de",
+    r"impresiona(?: de| como)?",
+    r"(?:hallazgos? |imagen(?:es)? |signos )?(?:sugerente|sugestiv[oa])s? de",
     r"parece\w*",
     r"valorar",
     r"a valorar",
@@ -265,11 +292,14 @@ UNCERTAIN_POST: tuple[str, ...] = (
 )
 
 PSEUDO: tuple[str, ...] = (
-    r"sin cambios(?: significativos)?",
+    # "Sin cambios" is about the previous study, unless the changes are a finding
+    # ("sin cambios degenerativos").
+    r"sin cambios(?: significativos)?(?! (?:degenerativ|postquirurg|cicatri|fibro|oseos))",
     r"no (?:ha |han )?cambiad\w*",
     r"sin variaci\w+",
     r"sin modificaci\w+",
-    r"no (?:hay |se observan )?cambios(?: significativos)?",
+    r"no (?:hay |se observan )?cambios(?: significativos)?"
+    r"(?! (?:degenerativ|postquirurg|cicatri|fibro|oseos))",
     r"sin otros hallazgos",
     r"no (?:presenta )?variaci\w+",
 )
