@@ -85,6 +85,11 @@ class RefusalLog:
 class PduLimitError(Exception):
     """The peer declared a PDU or data set above the node's limits."""
 
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
 
 class GuardedSocket:
     """An accepted socket whose reads are checked as a PDU stream (see module docstring).
@@ -131,7 +136,7 @@ class GuardedSocket:
         try:
             self._inspect(data)
         except PduLimitError as exc:
-            self.guard.refusals.warning(self.address, str(exc))
+            self.guard.refusals.warning(self.address, exc.kind, exc.detail)
             if self.state == _ASSOCIATED:
                 self._send_quietly(_A_ABORT_INVALID_PARAMETER)
             self.kill()
@@ -158,16 +163,19 @@ class GuardedSocket:
 
     def _start_pdu(self, pdu_type: int, length: int) -> None:
         limits = self.guard.limits
-        if pdu_type == P_DATA_TF:
-            if limits.maximum_pdu_size and length > limits.maximum_pdu_size:
+        if pdu_type == P_DATA_TF and self.state == _ASSOCIATED:
+            # Unlimited maximum_pdu_size still cannot exceed one data set (plus PDV headers).
+            limit = limits.maximum_pdu_size or limits.max_dataset_bytes + 65536
+            if length > limit:
                 raise PduLimitError(
-                    f"P-DATA-TF PDU of {length} bytes above the advertised maximum "
-                    f"{limits.maximum_pdu_size} (node.maximum_pdu_size)"
+                    "P-DATA-TF PDU above the maximum (node.maximum_pdu_size)",
+                    f"{length} bytes, limit {limit}",
                 )
             self._item_header, self._item_left = b"", 0
         elif length > MAX_CONTROL_PDU_BYTES:
             raise PduLimitError(
-                f"PDU type 0x{pdu_type:02X} declares {length} bytes (limit {MAX_CONTROL_PDU_BYTES})"
+                "PDU above the size limit of an association PDU",
+                f"type 0x{pdu_type:02X} declares {length} bytes, limit {MAX_CONTROL_PDU_BYTES}",
             )
         self._pdu_type, self._body_left = pdu_type, length
 
@@ -198,7 +206,7 @@ class GuardedSocket:
         self._dataset_bytes += nbytes
         limit = self.guard.limits.max_dataset_bytes
         if limit and self._dataset_bytes > limit:
-            raise PduLimitError(f"data set above {limit // 2**20} MiB (node.max_dataset_mb)")
+            raise PduLimitError("data set above node.max_dataset_mb", f"limit {limit // 2**20} MiB")
         if self._item_left == 0 and self._item_last:
             self._dataset_bytes = 0
 
@@ -341,19 +349,26 @@ class ConnectionGuard:
 
 
 def install_log_filter() -> None:
-    """Keep pynetdicom's own lines about a connection this module dropped to one line.
+    """Keep pynetdicom's lines about a broken connection or a malformed PDU to one line each.
 
-    pynetdicom logs the traceback of a reset or a short read at ERROR; the guard already logged
-    the cause, so drop the traceback and keep the message.
+    pynetdicom logs a reset, a short read or an undecodable PDU at ERROR with a full traceback;
+    a hostile or broken peer must not fill the log with them. The filter keeps the line and
+    folds the exception into it.
     """
     for name in ("pynetdicom.dul", "pynetdicom.transport"):
         log = logging.getLogger(name)
-        if not any(isinstance(f, _NoTraceback) for f in log.filters):
-            log.addFilter(_NoTraceback())
+        if not any(isinstance(f, _OneLine) for f in log.filters):
+            log.addFilter(_OneLine())
 
 
-class _NoTraceback(logging.Filter):
+class _OneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], OSError):
-            return False  # the traceback of a reset/timeout; the line before it says it
-        return not (isinstance(record.msg, BaseException) and isinstance(record.msg, OSError))
+        if isinstance(record.msg, BaseException):
+            return False  # LOGGER.exception(exc) after a line that already said what happened
+        if record.exc_info:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True

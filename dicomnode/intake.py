@@ -177,14 +177,20 @@ class _PixelLayout:
 def _walk(raw: bytes, implicit: bool, little: bool) -> _PixelLayout | None:
     """Walk the top-level elements; raise ``ValueError`` where the bytes cannot be a data set
     (unknown VR, tags out of order, a length past the end, a missing delimiter)."""
+    return _walk_elements(raw, 0, "<" if little else ">", implicit, in_item=False)[1]
+
+
+def _walk_elements(raw: bytes, pos: int, order: str, implicit: bool, *, in_item: bool
+                   ) -> tuple[int, _PixelLayout | None]:  # fmt: skip
     end = len(raw)
-    order = "<" if little else ">"
-    pos, previous, pixel = 0, -1, None
+    previous, pixel = -1, None
     while pos < end:
         if pos + 8 > end:
             raise ValueError(f"data set ends inside an element header at byte {pos}")
         group, elem = struct.unpack_from(f"{order}HH", raw, pos)
         tag = group << 16 | elem
+        if in_item and tag == _ITEM_END:
+            return pos + 8, pixel
         if tag <= previous:
             raise ValueError(f"element ({group:04X},{elem:04X}) out of order at byte {pos}")
         previous = tag
@@ -209,8 +215,8 @@ def _walk(raw: bytes, implicit: bool, little: bool) -> _PixelLayout | None:
         if length == _UNDEFINED:
             if vr not in (b"", b"SQ", b"UN", b"OB", b"OW"):
                 raise ValueError(f"element ({group:04X},{elem:04X}) of undefined length")
-            pos, fragments = _walk_items(raw, pos, order, implicit, little)
-            if tag == _PIXEL_DATA_TAG:
+            pos, fragments = _walk_items(raw, pos, order, implicit)
+            if tag == _PIXEL_DATA_TAG and not in_item:
                 pixel = _PixelLayout(None, fragments)
             continue
         if pos + length > end:
@@ -218,14 +224,15 @@ def _walk(raw: bytes, implicit: bool, little: bool) -> _PixelLayout | None:
                 f"element ({group:04X},{elem:04X}) declares {length} bytes but the data set "
                 f"ends {end - pos} bytes later (truncated)"
             )
-        if tag == _PIXEL_DATA_TAG:
+        if tag == _PIXEL_DATA_TAG and not in_item:
             pixel = _PixelLayout(length, [])
         pos += length
-    return pixel
+    if in_item:
+        raise ValueError("sequence item without its delimiter (truncated)")
+    return pos, pixel
 
 
-def _walk_items(raw: bytes, pos: int, order: str, implicit: bool, little: bool
-                ) -> tuple[int, list[int]]:  # fmt: skip
+def _walk_items(raw: bytes, pos: int, order: str, implicit: bool) -> tuple[int, list[int]]:
     """Items of an undefined-length value up to its sequence delimiter."""
     end = len(raw)
     lengths: list[int] = []
@@ -240,23 +247,13 @@ def _walk_items(raw: bytes, pos: int, order: str, implicit: bool, little: bool
         if tag != _ITEM:
             raise ValueError(f"({group:04X},{elem:04X}) where an item was expected")
         if length == _UNDEFINED:
-            pos = _skip_undefined_item(raw, pos, order, implicit, little)
+            pos = _walk_elements(raw, pos, order, implicit, in_item=True)[0]
             lengths.append(0)
             continue
         if pos + length > end:
             raise ValueError(f"item of {length} bytes runs past the end of the data (truncated)")
         lengths.append(length)
         pos += length
-
-
-def _skip_undefined_item(raw: bytes, pos: int, order: str, implicit: bool, little: bool) -> int:
-    # A sequence item of undefined length: find its delimiter by walking its elements.
-    delimiter = struct.pack(f"{order}HHL", 0xFFFE, 0xE00D, 0)
-    found = raw.find(delimiter, pos)
-    if found < 0:
-        raise ValueError("sequence item without its delimiter (truncated)")
-    _walk(raw[pos:found], implicit, little)
-    return found + 8
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:

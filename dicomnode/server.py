@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any, cast
 
+import pydicom.config
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -104,6 +105,7 @@ class ReceivingNode:
         self.ae = create_storage_ae(config)
         self._server: GuardedAssociationServer | None = None
         self._lock: DataDirLock | None = None
+        self._validation_mode = pydicom.config.settings.reading_validation_mode
         self._stopped = threading.Event()
 
     @property
@@ -154,6 +156,10 @@ class ReceivingNode:
         server.guard = ConnectionGuard(connection_limits(self.config))
         server.guard.start()
         install_log_filter()
+        # The node checks every UID and value it uses itself and logs one line per bad input;
+        # pydicom's own warning per odd value (logged and warned) would repeat it many times.
+        self._validation_mode = pydicom.config.settings.reading_validation_mode
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         # As AE.start_server(block=False) does, with the guarded server class.
         self.ae._servers.append(server)
         threading.Thread(
@@ -177,6 +183,7 @@ class ReceivingNode:
             self.scheduler.shutdown(wait=True)
         if self._server is not None:
             self._server.shutdown()
+            pydicom.config.settings.reading_validation_mode = self._validation_mode
         self.db_engine.dispose()
         if self._lock is not None:
             self._lock.release()
