@@ -85,8 +85,11 @@ def handle_store(event: Any, ctx: IntakeContext) -> int:
         return OUT_OF_RESOURCES_DISK
     sender = Sender(calling, address, int(event.assoc.requestor.port or 0))
     meta = file_meta(
-        requested[0], requested[1], str(event.context.transfer_syntax), sender,
+        requested[0],
+        requested[1],
+        str(event.context.transfer_syntax),
+        sender,
         ctx.config.node.ae_title,
-    )  # fmt: skip
+    )
     body = event.request.DataSet.getvalue()
     return intake(ctx, body, meta, sender, requested=requested)

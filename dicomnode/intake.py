@@ -32,11 +32,13 @@ import io
 import logging
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     UID,
@@ -45,7 +47,6 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
-from pynetdicom.dsutils import decode
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -76,7 +77,7 @@ CANNOT_UNDERSTAND = 0xC210
 MISSING_UID = 0xC211
 NO_PIXEL_DATA = 0xC212
 
-_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_FLOAT_PIXEL_KEYWORDS = ("FloatPixelData", "DoubleFloatPixelData")
 _PIXEL_DATA_TAG = 0x7FE00010
 _LONG_VRS = {
     b"OB",
@@ -123,8 +124,9 @@ class RejectedError(Exception):
 # --- The file as stored ---------------------------------------------------------------
 
 
-def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, sender: Sender,
-              receiver_ae: str) -> FileMetaDataset:  # fmt: skip
+def file_meta(
+    sop_class: str, sop_instance: str, transfer_syntax: str, sender: Sender, receiver_ae: str
+) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = UID(sop_instance)
@@ -137,13 +139,12 @@ def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, sender: S
     return meta
 
 
-def encode_file(meta: FileMetaDataset, body: bytes) -> bytes:
-    """Preamble, meta and the data set exactly as received."""
+def encode_file(meta: FileMetaDataset, body: bytes) -> list[bytes]:
+    """The file in two parts: preamble and meta, then the data set exactly as received."""
     buffer = io.BytesIO()
     buffer.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
-    buffer.write(body)
-    return buffer.getvalue()
+    return [buffer.getvalue(), body]
 
 
 def split_file(raw: bytes) -> tuple[FileMetaDataset, bytes, Sender]:
@@ -180,8 +181,9 @@ def _walk(raw: bytes, implicit: bool, little: bool) -> _PixelLayout | None:
     return _walk_elements(raw, 0, "<" if little else ">", implicit, in_item=False)[1]
 
 
-def _walk_elements(raw: bytes, pos: int, order: str, implicit: bool, *, in_item: bool
-                   ) -> tuple[int, _PixelLayout | None]:  # fmt: skip
+def _walk_elements(
+    raw: bytes, pos: int, order: str, implicit: bool, *, in_item: bool
+) -> tuple[int, _PixelLayout | None]:
     end = len(raw)
     previous, pixel = -1, None
     while pos < end:
@@ -265,19 +267,24 @@ def _int(ds: Dataset, keyword: str) -> int | None:
 
 
 def _check_pixels(ds: Dataset, layout: _PixelLayout | None, transfer_syntax: UID) -> None:
-    if not any(k in ds for k in _PIXEL_KEYWORDS):
-        raise RejectedError(NO_PIXEL_DATA, "no Pixel Data in an image storage instance")
     if layout is None:
+        if not any(k in ds for k in _FLOAT_PIXEL_KEYWORDS):
+            raise RejectedError(NO_PIXEL_DATA, "no Pixel Data in an image storage instance")
         return  # float pixel data: no native length rule checked here
     rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
     bits, samples = _int(ds, "BitsAllocated"), _int(ds, "SamplesPerPixel")
     frames = _int(ds, "NumberOfFrames") if "NumberOfFrames" in ds else 1
     missing = [
         name
-        for name, value in (("Rows", rows), ("Columns", columns), ("BitsAllocated", bits),
-                            ("SamplesPerPixel", samples), ("NumberOfFrames", frames))
+        for name, value in (
+            ("Rows", rows),
+            ("Columns", columns),
+            ("BitsAllocated", bits),
+            ("SamplesPerPixel", samples),
+            ("NumberOfFrames", frames),
+        )
         if value is None
-    ]  # fmt: skip
+    ]
     if missing:
         raise RejectedError(SOP_CLASS_MISMATCH, f"image pixel module lacks {', '.join(missing)}")
     assert rows is not None and columns is not None and bits is not None
@@ -317,8 +324,15 @@ def _check_pixels(ds: Dataset, layout: _PixelLayout | None, transfer_syntax: UID
         )
 
 
+def _before_pixel_data(tag: Any, vr: str | None, length: int) -> bool:
+    return int(tag) == _PIXEL_DATA_TAG
+
+
 def examine(body: bytes, transfer_syntax: str) -> tuple[Dataset, _PixelLayout | None]:
-    """Decode the data set bytes strictly; :class:`RejectedError` with 0xC210 if they cannot be."""
+    """Decode the data set bytes strictly; :class:`RejectedError` with 0xC210 if they cannot be.
+
+    Every element's structure is walked, but only the header is decoded: Pixel Data is
+    checked by its layout and never copied (a large image would cost its size again)."""
     ts = UID(transfer_syntax)
     implicit = ts == ImplicitVRLittleEndian
     little = ts != ExplicitVRBigEndian
@@ -327,10 +341,7 @@ def examine(body: bytes, transfer_syntax: str) -> tuple[Dataset, _PixelLayout | 
         if ts == DeflatedExplicitVRLittleEndian:
             raw = zlib.decompress(body, -zlib.MAX_WBITS)
         layout = _walk(raw, implicit, little)
-        if ts == DeflatedExplicitVRLittleEndian:
-            ds = decode(io.BytesIO(raw), implicit, little)
-        else:
-            ds = decode(io.BytesIO(body), implicit, little)
+        ds = read_dataset(io.BytesIO(raw), implicit, little, stop_when=_before_pixel_data)
         for _ in ds:  # a full parse now, so a garbled value fails here, not in the worker
             pass
     except Exception as exc:
@@ -355,8 +366,14 @@ def _text(ds: Dataset, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
-def quarantine(ctx: IntakeContext, encoded: bytes, reason: str, status: int,
-               sop_uid: str | None, sender: Sender) -> None:  # fmt: skip
+def quarantine(
+    ctx: IntakeContext,
+    encoded: Sequence[bytes],
+    reason: str,
+    status: int,
+    sop_uid: str | None,
+    sender: Sender,
+) -> None:
     """Keep input the node cannot use, with a sidecar and a row; failures are only logged."""
     logger.error(
         "instance from %s (%s) quarantined, status 0x%04X: %s",
@@ -421,9 +438,9 @@ def intake(
     C-STORE request's (SOP Class UID, SOP Instance UID). Recovery: ``stored_as`` is the spool
     path of the file already written; if it is refused now it moves to the quarantine.
     """
-    encoded: bytes | None = None
+    encoded: list[bytes] | None = None
 
-    def file_bytes() -> bytes:
+    def file_bytes() -> list[bytes]:
         nonlocal encoded
         if encoded is None:
             encoded = encode_file(meta, body)
@@ -507,7 +524,7 @@ def _store_and_record(
     ctx: IntakeContext,
     received: ReceivedInstance,
     rule: str | None,
-    file_bytes: Callable[[], bytes],
+    file_bytes: Callable[[], list[bytes]],
     digest: str,
     stored_as: str | None,
 ) -> int:

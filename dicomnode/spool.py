@@ -21,7 +21,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,9 +71,11 @@ def _makedirs_durable(path: Path, stop_at: Path) -> None:
         _fsync_dir(directory.parent)
 
 
-def write_durably(target: Path, data: bytes, root: Path) -> None:
+def write_durably(target: Path, data: bytes | Sequence[bytes], root: Path) -> None:
     """Write ``data`` to ``target`` atomically: temp file, fsync, rename, fsync directory.
 
+    ``data`` may be given in parts (file meta, then the data set as received), so a large
+    instance is never joined into one more copy in memory.
     Any failure, creating the directories included (not writable, no inode left), is a
     :class:`SpoolError`, which the node answers with an out-of-resources status.
     """
@@ -81,7 +83,8 @@ def write_durably(target: Path, data: bytes, root: Path) -> None:
     try:
         _makedirs_durable(target.parent, root)
         with open(tmp, "xb") as fh:
-            fh.write(data)
+            for part in [data] if isinstance(data, bytes) else data:
+                fh.write(part)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -173,14 +176,21 @@ class Spool:
         return path
 
     def store_instance(
-        self, study_uid: str, series_uid: str, sop_uid: str, encoded: bytes, content_sha256: str
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        encoded: Sequence[bytes],
+        content_sha256: str,
     ) -> StoredFile:
         """Durably write one encoded DICOM file (preamble, meta and data set as received)."""
         relative = self.relative_instance_path(study_uid, series_uid, sop_uid)
         write_durably(self.root / relative, encoded, self.root)
-        return StoredFile(relative, len(encoded), content_sha256)
+        return StoredFile(relative, sum(map(len, encoded)), content_sha256)
 
-    def quarantine(self, encoded: bytes, reason: str, details: dict[str, Any]) -> str:
+    def quarantine(
+        self, encoded: bytes | Sequence[bytes], reason: str, details: dict[str, Any]
+    ) -> str:
         """Keep input the node cannot use, with a JSON sidecar saying why. Returns its path."""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         name = f"{stamp}-{secrets.token_hex(4)}"
@@ -195,7 +205,12 @@ class Spool:
         return str(data_path.relative_to(self.root))
 
     def store_version(
-        self, study_uid: str, series_uid: str, sop_uid: str, encoded: bytes, content_sha256: str
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        encoded: Sequence[bytes],
+        content_sha256: str,
     ) -> StoredFile:
         """Durably write another version of an instance already stored, beside the first.
 
@@ -205,7 +220,7 @@ class Spool:
         base = self.relative_instance_path(study_uid, series_uid, sop_uid)
         relative = f"{base[: -len('.dcm')]}~{content_sha256[:16]}.dcm"
         write_durably(self.root / relative, encoded, self.root)
-        return StoredFile(relative, len(encoded), content_sha256)
+        return StoredFile(relative, sum(map(len, encoded)), content_sha256)
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free

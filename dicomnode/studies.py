@@ -191,8 +191,9 @@ def _study_for(session: Session, received: ReceivedInstance, now: datetime) -> S
     return study
 
 
-def _touch(study: Study, received: ReceivedInstance, matched_rule: str | None, now: datetime,
-           why: str) -> None:  # fmt: skip
+def _touch(
+    study: Study, received: ReceivedInstance, matched_rule: str | None, now: datetime, why: str
+) -> None:
     reopen(study, why)
     study.calling_ae_title = received.calling_ae_title[:16] or study.calling_ae_title
     study.source_address = received.source_address[:64] or study.source_address

@@ -123,9 +123,11 @@ class RawPeer:
         return None if body is None else (pdu_type, body)
 
     def associate(
-        self, contexts: Sequence[tuple[int, str, Sequence[str]]], calling: str = "FUZZ",
+        self,
+        contexts: Sequence[tuple[int, str, Sequence[str]]],
+        calling: str = "FUZZ",
         called: str = "CXRNODE",
-    ) -> bool:  # fmt: skip
+    ) -> bool:
         if not self.send(associate_rq(calling, called, contexts)):
             return False
         reply = self.read_pdu()
@@ -144,13 +146,20 @@ class RawPeer:
         return True
 
     def c_store(
-        self, context_id: int, sop_class: str, sop_instance: str, data: bytes,
+        self,
+        context_id: int,
+        sop_class: str,
+        sop_instance: str,
+        data: bytes,
         fragment: int | None = None,
-    ) -> int | None:  # fmt: skip
+    ) -> int | None:
         """Send one C-STORE with ``data`` as the data set; its status, or None if the listener
         dropped or aborted the association."""
-        if not self.send(p_data(pdv(context_id, c_store_command(sop_class, sop_instance),
-                                    command=True, last=True))):  # fmt: skip
+        if not self.send(
+            p_data(
+                pdv(context_id, c_store_command(sop_class, sop_instance), command=True, last=True)
+            )
+        ):
             return None
         size = fragment or (self.max_pdu - 6 if self.max_pdu else 1 << 20)
         chunks = [data[i : i + size] for i in range(0, len(data), size)] or [b""]
@@ -266,8 +275,9 @@ def _stored_case(mutate: Callable[[bytes, random.Random], bytes]) -> Case:
         if not peer.associate([(1, str(header.SOPClassUID), [ts])]) or 1 not in peer.accepted:
             peer.close()
             return "not associated"
-        status = peer.c_store(1, str(header.SOPClassUID), str(header.SOPInstanceUID),
-                              mutate(data, rng))  # fmt: skip
+        status = peer.c_store(
+            1, str(header.SOPClassUID), str(header.SOPInstanceUID), mutate(data, rng)
+        )
         peer.close()
         return "dropped" if status is None else f"0x{status:04X}"
 

@@ -71,8 +71,14 @@ def _rq_prefix() -> bytes:
 def test_slow_senders_do_not_lock_out_a_modality(start_node) -> None:
     # More trickling connections than association slots: before the guard, every slot stayed
     # taken for as long as they trickled and a modality got "local limit exceeded".
-    node = start_node(node={"max_associations": 2, "pending_timeout": 1.5, "max_pending": 16,
-                            "max_pending_per_address": 8})  # fmt: skip
+    node = start_node(
+        node={
+            "max_associations": 2,
+            "pending_timeout": 1.5,
+            "max_pending": 16,
+            "max_pending_per_address": 8,
+        }
+    )
     rq = _rq_prefix()
     slow = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(4)]
     stop = threading.Event()
@@ -105,8 +111,9 @@ def test_slow_senders_do_not_lock_out_a_modality(start_node) -> None:
 def test_idle_connections_are_capped_per_address_and_refusals_logged_once(
     start_node, caplog: pytest.LogCaptureFixture
 ) -> None:
-    node = start_node(node={"max_associations": 2, "max_pending_per_address": 3,
-                            "pending_timeout": 30})  # fmt: skip
+    node = start_node(
+        node={"max_associations": 2, "max_pending_per_address": 3, "pending_timeout": 30}
+    )
     with caplog.at_level(logging.WARNING, logger="dicomnode.guard"):
         idle = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(2)]
         time.sleep(0.2)
@@ -164,8 +171,9 @@ def test_p_data_above_the_advertised_maximum_is_refused(start_node, dicom_dir: P
     assert peer.associate([(1, str(header.SOPClassUID), [ts])])
     assert peer.max_pdu == 16384
     # One P-DATA-TF PDU of 64 KiB: four times what the node advertised.
-    status = peer.c_store(1, str(header.SOPClassUID), str(header.SOPInstanceUID), data,
-                          fragment=65536)  # fmt: skip
+    status = peer.c_store(
+        1, str(header.SOPClassUID), str(header.SOPInstanceUID), data, fragment=65536
+    )
     peer.close()
     assert status is None, f"a PDU above maximum_pdu_size was accepted (0x{status:04X})"
     with session_scope(node.sessions) as session:
@@ -242,8 +250,9 @@ def test_fuzzing_keeps_the_listener_up_and_loses_nothing(start_node, dicom_dir: 
     node = start_node(node={"max_dataset_mb": 64, "pending_timeout": 2})
     acknowledged = renamed_copy(dicom_dir / "highdicom_dx_canine_thorax.dcm")
     assert send_datasets(node.port, [acknowledged]) == [0]
-    files = [dicom_dir / n for n in ("highdicom_dx_canine_thorax.dcm",
-                                     "siim_chest_cr_jpeg_baseline.dcm")]  # fmt: skip
+    files = [
+        dicom_dir / n for n in ("highdicom_dx_canine_thorax.dcm", "siim_chest_cr_jpeg_baseline.dcm")
+    ]
     outcomes, legit = fuzz.run_fuzz("127.0.0.1", node.port, files, seconds=8, seed=11, every=5)
     assert sum(sum(c.values()) for c in outcomes.values()) > 20
     assert legit and all(s == 0 for s in legit), legit

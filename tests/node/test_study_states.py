@@ -28,8 +28,9 @@ from .conftest import renamed_copy, send_datasets
 
 
 def _study(state: StudyState = StudyState.RECEIVED, reportable: bool = True) -> Study:
-    return Study(study_instance_uid="1.2.3", state=state, reportable=reportable, attempts=0,
-                 requeue_count=0)  # fmt: skip
+    return Study(
+        study_instance_uid="1.2.3", state=state, reportable=reportable, attempts=0, requeue_count=0
+    )
 
 
 def test_every_state_has_an_entry_and_set_state_enforces_the_table() -> None:
@@ -75,8 +76,9 @@ def test_named_transitions_of_the_worker() -> None:
 def test_stable_is_seen_by_the_scheduler(start_node, dicom_dir: Path) -> None:
     node = start_node()
     study_uid = generate_uid()
-    assert send_datasets(node.port, [renamed_copy(dicom_dir / "highdicom_dx_canine_thorax.dcm",
-                                                  study_uid)]) == [0]  # fmt: skip
+    assert send_datasets(
+        node.port, [renamed_copy(dicom_dir / "highdicom_dx_canine_thorax.dcm", study_uid)]
+    ) == [0]
     later = utcnow() + timedelta(hours=2)
     with session_scope(node.sessions) as session:
         assert mark_stable_studies(session, timedelta(seconds=60), now=later) == [
