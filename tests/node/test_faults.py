@@ -324,3 +324,24 @@ def test_config_file_documents_every_new_key() -> None:
     for key in keys:
         assert key in text
     assert node_config(Path("/tmp/x")).storage.changed_instance == "keep-latest"
+
+
+def test_retention_removes_the_older_versions_with_the_study(node, dicom_dir: Path) -> None:
+    from datetime import timedelta
+
+    from dicomnode.db import utcnow
+    from dicomnode.retention import purge_expired_studies
+
+    first = renamed_copy(dicom_dir / CANINE)
+    assert send_datasets(node.port, [first]) == [0]
+    assert send_datasets(node.port, [_corrected(first)]) == [0]
+    with session_scope(node.sessions) as session:
+        session.scalars(select(Study)).one().state = StudyState.IGNORED
+    later = utcnow() + timedelta(days=30)
+    assert (
+        purge_expired_studies(
+            node.sessions, node.spool, node.data_dir, timedelta(days=7), now=later
+        )
+        == 1
+    )
+    assert list(node.spool.iter_instance_files()) == []
