@@ -76,9 +76,9 @@ def purge_expired_studies(
                 select(InstanceVersion).where(InstanceVersion.study_id == study_id)
             ).all()
             for version in versions:
-                for path in (version.previous_path, version.new_path):
-                    if path:
-                        spool.remove_instance(path)
+                for old in (version.previous_path, version.new_path):
+                    if old:
+                        spool.remove_instance(old)
             shutil.rmtree(data_dir / "outputs" / study.study_instance_uid, ignore_errors=True)
             session.execute(delete(Delivery).where(Delivery.study_id == study_id))
             session.execute(delete(InstanceVersion).where(InstanceVersion.study_id == study_id))
