@@ -12,6 +12,7 @@ from dicomnode.config import Config
 from dicomnode.guard import GuardedSocket, RefusalLog
 from dicomnode.intake import (
     OUT_OF_RESOURCES_DISK,
+    OUT_OF_RESOURCES_SPOOL,
     IntakeContext,
     Sender,
     check_free_space,
@@ -92,4 +93,10 @@ def handle_store(event: Any, ctx: IntakeContext) -> int:
         ctx.config.node.ae_title,
     )
     body = event.request.DataSet.getvalue()
-    return intake(ctx, body, meta, sender, requested=requested)
+    try:
+        return intake(ctx, body, meta, sender, requested=requested)
+    except Exception:
+        # pynetdicom would answer 0xC211, which senders take as permanent; an unforeseen
+        # failure here is the node's, so answer out-of-resources and let the sender retry.
+        logger.exception("C-STORE %s from %s failed unexpectedly", requested[1], calling)
+        return OUT_OF_RESOURCES_SPOOL

@@ -345,3 +345,12 @@ def test_retention_removes_the_older_versions_with_the_study(node, dicom_dir: Pa
         == 1
     )
     assert list(node.spool.iter_instance_files()) == []
+
+
+def test_an_unforeseen_failure_answers_out_of_resources(node, dicom_dir: Path, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk controller on fire")
+
+    monkeypatch.setattr(node.spool, "store_instance", broken)
+    # Not 0xC211 (which senders take as permanent): the sender retries later.
+    assert send_datasets(node.port, [renamed_copy(dicom_dir / CANINE)]) == [0xA701]
