@@ -131,6 +131,8 @@ class GuardedSocket:
             self._end()
             return b""
         if not data:
+            if not self._killed and (self._header or self._body_left):
+                logger.info("connection from %s closed in the middle of a PDU", self.address)
             self._end()
             return b""
         try:
@@ -361,10 +363,16 @@ def install_log_filter() -> None:
             log.addFilter(_OneLine())
 
 
+# pynetdicom's lines for a connection lost mid-PDU; the guard logs those itself, once.
+_LOST_MID_PDU = ("The received PDU is shorter than expected", "Connection closed before the entire")
+
+
 class _OneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, BaseException):
             return False  # LOGGER.exception(exc) after a line that already said what happened
+        if isinstance(record.msg, str) and record.msg.startswith(_LOST_MID_PDU):
+            return False
         if record.exc_info:
             exc = record.exc_info[1]
             record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"

@@ -183,8 +183,9 @@ def _corrected(ds: pydicom.Dataset) -> pydicom.Dataset:
 
 
 def test_corrected_resend_keeps_the_latest_and_reopens_the_study(
-    node, dicom_dir: Path, tmp_path: Path, capsys
+    start_node, dicom_dir: Path, tmp_path: Path, capsys
 ) -> None:
+    node = start_node()
     first = renamed_copy(dicom_dir / CANINE, study_uid=generate_uid())
     assert send_datasets(node.port, [first]) == [0]
     with session_scope(node.sessions) as session:
@@ -218,7 +219,7 @@ def test_corrected_resend_keeps_the_latest_and_reopens_the_study(
     assert "replaced" in capsys.readouterr().out
     # Restart: neither version is taken for an unindexed file.
     node.stop()
-    node.start()
+    node = start_node(node.data_dir)
     with session_scope(node.sessions) as session:
         assert len(session.scalars(select(InstanceVersion)).all()) == 1
 
