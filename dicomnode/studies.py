@@ -18,17 +18,21 @@ from dicomnode.spool import StoredFile
 logger = logging.getLogger(__name__)
 
 S = StudyState
-# Every allowed change of Study.state, enforced by Study.set_state. Each entry names the
-# transition function below that performs it.
+# Every allowed change of Study.state, enforced by Study.set_state, with the function of this
+# module that makes it (the worker calls claim/fail/finish/finish_changed/release).
 TRANSITIONS: dict[StudyState, dict[StudyState, str]] = {
-    S.RECEIVED: {S.STABLE: "mark_stable"},
-    S.STABLE: {S.QUEUED: "route_stable", S.IGNORED: "route_stable", S.RECEIVED: "reopen"},
-    S.QUEUED: {S.REPORTING: "claim", S.FAILED: "claim", S.RECEIVED: "reopen"},
+    S.RECEIVED: {S.STABLE: "mark_stable_studies"},
+    S.STABLE: {
+        S.QUEUED: "mark_stable_studies",
+        S.IGNORED: "mark_stable_studies",
+        S.RECEIVED: "reopen",
+    },
+    S.QUEUED: {S.REPORTING: "claim", S.FAILED: "fail", S.RECEIVED: "reopen"},
     S.REPORTING: {
         S.REPORTING: "claim",  # an expired lease taken over by another worker
         S.REPORTED: "finish",
-        S.FAILED: "finish",
-        S.RECEIVED: "finish",  # new images arrived while reporting: report again once stable
+        S.FAILED: "fail",
+        S.RECEIVED: "finish_changed",  # new images arrived while reporting
         S.QUEUED: "release",
     },
     S.REPORTED: {S.RECEIVED: "reopen", S.QUEUED: "requeue"},

@@ -123,3 +123,11 @@ def test_requeue_command(node: ReceivingNode, dicom_dir: Path, tmp_path: Path, c
     assert main(["--config", config, "requeue", "1.2.3.4"]) == 2
     assert "no study 1.2.3.4" in capsys.readouterr().err
     assert main(["--config", config, "requeue"]) == 2
+
+
+def test_the_table_names_real_transition_functions() -> None:
+    from dicomnode import studies
+
+    for targets in TRANSITIONS.values():
+        for name in targets.values():
+            assert callable(getattr(studies, name)), name
