@@ -373,8 +373,9 @@ def quarantine(
     status: int,
     sop_uid: str | None,
     sender: Sender,
-) -> None:
-    """Keep input the node cannot use, with a sidecar and a row; failures are only logged."""
+) -> bool:
+    """Keep input the node cannot use, with a sidecar and a row. Returns whether it was kept;
+    a failure is only logged (the peer still gets its failure status)."""
     logger.error(
         "instance from %s (%s) quarantined, status 0x%04X: %s",
         sender.ae_title,
@@ -405,6 +406,8 @@ def quarantine(
             )
     except (SpoolError, SQLAlchemyError) as exc:
         logger.error("could not quarantine the instance: %s", exc)
+        return False
+    return True
 
 
 def check_free_space(ctx: IntakeContext) -> str | None:
@@ -448,9 +451,10 @@ def intake(
 
     def refuse(exc: RejectedError, sop_uid: str | None) -> int:
         # In recovery the file is already on disk: it is moved to the quarantine, never lost.
+        kept = False
         if exc.quarantine or stored_as is not None:
-            quarantine(ctx, file_bytes(), exc.reason, exc.status, sop_uid, sender)
-        if stored_as is not None:
+            kept = quarantine(ctx, file_bytes(), exc.reason, exc.status, sop_uid, sender)
+        if stored_as is not None and kept:
             ctx.spool.remove_instance(stored_as)
         return exc.status
 

@@ -119,9 +119,14 @@ class ReceivingNode:
         spool, then listen. Every failure is a :class:`DicomNodeError` saying what to fix."""
         self._lock = DataDirLock(self.data_dir)
         self._lock.acquire()
+        # The node checks every UID and value it uses itself and logs one line per bad input;
+        # pydicom's own warning per odd value (logged and warned) would repeat it many times.
+        self._validation_mode = pydicom.config.settings.reading_validation_mode
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         try:
             self._start_locked()
         except BaseException:
+            pydicom.config.settings.reading_validation_mode = self._validation_mode
             self._lock.release()
             raise
 
@@ -130,9 +135,9 @@ class ReceivingNode:
         migrate_database(self.config.node.effective_database_url)
         check_schema(self.db_engine)
         check_writable(self.db_engine)
-        reconcile_spool(IntakeContext(self.config, self.spool, self.sessions))
-        write_effective_config(self.config, self.data_dir)
         ctx = IntakeContext(config=self.config, spool=self.spool, sessions=self.sessions)
+        reconcile_spool(ctx)
+        write_effective_config(self.config, self.data_dir)
         handlers: list[Any] = [
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, handle_store, [ctx]),
@@ -156,10 +161,6 @@ class ReceivingNode:
         server.guard = ConnectionGuard(connection_limits(self.config))
         server.guard.start()
         install_log_filter()
-        # The node checks every UID and value it uses itself and logs one line per bad input;
-        # pydicom's own warning per odd value (logged and warned) would repeat it many times.
-        self._validation_mode = pydicom.config.settings.reading_validation_mode
-        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         # As AE.start_server(block=False) does, with the guarded server class.
         self.ae._servers.append(server)
         threading.Thread(
@@ -183,8 +184,8 @@ class ReceivingNode:
             self.scheduler.shutdown(wait=True)
         if self._server is not None:
             self._server.shutdown()
-            pydicom.config.settings.reading_validation_mode = self._validation_mode
         self.db_engine.dispose()
         if self._lock is not None:
+            pydicom.config.settings.reading_validation_mode = self._validation_mode
             self._lock.release()
         logger.info("node stopped")
