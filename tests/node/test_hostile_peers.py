@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import socket
 import struct
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from sqlalchemy import select
 from dicomnode.db import Instance, session_scope
 from dicomnode.guard import RefusalLog
 from dicomnode.server import ReceivingNode
+from tests.support.dcmtk import dcmtk_tool
 
 from .conftest import renamed_copy, send_datasets
 
@@ -266,7 +268,6 @@ def test_fuzzing_keeps_the_listener_up_and_loses_nothing(start_node, dicom_dir: 
 
 
 def test_fuzz_script_runs_from_the_command_line(node: ReceivingNode, dicom_dir: Path) -> None:
-    import subprocess
     import sys
 
     script = str(REPO / "scripts/fuzz_listener.py")
@@ -275,3 +276,22 @@ def test_fuzz_script_runs_from_the_command_line(node: ReceivingNode, dicom_dir: 
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "legitimate stores:" in result.stdout
+
+
+@pytest.mark.skipif(dcmtk_tool("storescu") is None, reason="DCMTK (Debian dcmtk) is not installed")
+@pytest.mark.parametrize("max_pdu", [4096, 16384])
+def test_dcmtk_sender_within_the_enforced_maximum_is_served(
+    start_node, dicom_dir: Path, max_pdu: int
+) -> None:
+    # The enforcement must not refuse a conformant sender: storescu splits at the maximum.
+    node = start_node(node={"maximum_pdu_size": max_pdu})
+    path = dicom_dir / "rg1_chest_cr_uncompressed.dcm"
+    result = subprocess.run(
+        [str(dcmtk_tool("storescu")), "-aec", "CXRNODE", "127.0.0.1", str(node.port), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    with session_scope(node.sessions) as session:
+        assert len(session.scalars(select(Instance)).all()) == 1
