@@ -58,6 +58,7 @@ from dicomnode.routing import InstanceFacts, match_rule
 from dicomnode.spool import Spool, StoredFile
 from dicomnode.studies import (
     ReceivedInstance,
+    fill_in_sender,
     record_changed_version,
     record_instance,
     record_quarantine,
@@ -538,6 +539,8 @@ def _store_and_record(
         with session_scope(ctx.sessions) as session:
             current = session.scalar(select(Instance).where(Instance.sop_instance_uid == sop_uid))
             current_sha = None if current is None else current.sha256
+            if current is not None and current_sha == digest:
+                fill_in_sender(session, current, received)
     except SQLAlchemyError as exc:
         logger.error("database unavailable while receiving %s: %s", sop_uid, exc)
         return OUT_OF_RESOURCES_DATABASE

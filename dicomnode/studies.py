@@ -328,6 +328,20 @@ def record_changed_version(
     return action
 
 
+def fill_in_sender(session: Session, instance: Instance, received: ReceivedInstance) -> None:
+    """A duplicate names its sender: fill in what an instance (and its study) lacks, e.g.
+    one indexed at start-up from a file written before the sender was kept in the meta."""
+    if received.calling_ae_title and not instance.calling_ae_title:
+        instance.calling_ae_title = received.calling_ae_title[:16]
+    study = session.get(Study, instance.study_id)
+    if study is None:
+        return
+    if received.calling_ae_title and not study.calling_ae_title:
+        study.calling_ae_title = received.calling_ae_title[:16]
+    if received.source_address and not study.source_address:
+        study.source_address = received.source_address[:64]
+
+
 def routable_instance_paths(session: Session, study_id: int) -> list[str]:
     """Spool paths of the study's instances that matched a routing rule: only these go to
     the engine (a hand PA in a chest study must not be read as the frontal chest view)."""

@@ -355,3 +355,15 @@ def test_an_unforeseen_failure_answers_out_of_resources(node, dicom_dir: Path, m
     monkeypatch.setattr(node.spool, "store_instance", broken)
     # Not 0xC211 (which senders take as permanent): the sender retries later.
     assert send_datasets(node.port, [renamed_copy(dicom_dir / CANINE)]) == [0xA701]
+
+
+def test_a_duplicate_fills_in_a_sender_the_database_lacks(node, dicom_dir: Path) -> None:
+    ds = renamed_copy(dicom_dir / CANINE)
+    assert send_datasets(node.port, [ds], calling_ae="ROOM1") == [0]
+    with session_scope(node.sessions) as session:  # as indexed from an older file
+        session.scalars(select(Instance)).one().calling_ae_title = None
+        study = session.scalars(select(Study)).one()
+        study.calling_ae_title = study.source_address = None
+    assert send_datasets(node.port, [ds], calling_ae="ROOM1") == [0]
+    study = next(iter(_studies(node).values()))
+    assert (study.calling_ae_title, study.source_address) == ("ROOM1", "127.0.0.1")
