@@ -139,7 +139,7 @@ def _cmd_migrate(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _collect_status(config: Config, args_limit: int = 20) -> dict[str, Any]:
+def _collect_status(config: Config, limit: int = 20) -> dict[str, Any]:
     engine = create_db_engine(config.node.effective_database_url)
     try:
         check_schema(engine)
@@ -148,19 +148,19 @@ def _collect_status(config: Config, args_limit: int = 20) -> dict[str, Any]:
             studies = count_by_state(session)
             quarantined = session.scalar(select(func.count()).select_from(QuarantineEntry)) or 0
             quarantine = session.scalars(
-                select(QuarantineEntry).order_by(QuarantineEntry.id.desc()).limit(args_limit)
+                select(QuarantineEntry).order_by(QuarantineEntry.id.desc()).limit(limit)
             ).all()
             versions = session.execute(
                 select(InstanceVersion, Study.study_instance_uid)
                 .join(Study, Study.id == InstanceVersion.study_id)
                 .order_by(InstanceVersion.id.desc())
-                .limit(args_limit)
+                .limit(limit)
             ).all()
             requeued = session.scalars(
                 select(Study)
                 .where(Study.requeued_at.is_not(None))
                 .order_by(Study.requeued_at.desc())
-                .limit(args_limit)
+                .limit(limit)
             ).all()
             deliveries = dict(
                 session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all()
