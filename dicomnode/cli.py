@@ -18,6 +18,7 @@ from dicomnode.config import Config, load_config
 from dicomnode.db import (
     Delivery,
     DeliveryState,
+    InstanceVersion,
     QuarantineEntry,
     Study,
     check_schema,
@@ -128,13 +129,31 @@ def _cmd_retry(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_requeue(config: Config, args: argparse.Namespace) -> int:
+    from dicomnode.studies import requeue_studies
+
+    if bool(args.study_uids) == bool(args.failed):
+        raise DicomNodeError("name the studies to requeue (STUDY_UID ...) or pass --failed")
+    engine = create_db_engine(config.node.effective_database_url)
+    try:
+        check_schema(engine)
+        with session_scope(create_session_factory(engine)) as session:
+            uids = requeue_studies(session, args.study_uids, all_failed=args.failed)
+    finally:
+        engine.dispose()
+    for uid in uids:
+        print(f"requeued {uid}")
+    print(f"{len(uids)} study(ies) queued again; a running worker reports them on its next poll")
+    return 0
+
+
 def _cmd_migrate(config: Config, args: argparse.Namespace) -> int:
     migrate_database(config.node.effective_database_url)
     print("database schema is up to date")
     return 0
 
 
-def _collect_status(config: Config) -> dict[str, Any]:
+def _collect_status(config: Config, limit: int = 20) -> dict[str, Any]:
     engine = create_db_engine(config.node.effective_database_url)
     try:
         check_schema(engine)
@@ -142,6 +161,21 @@ def _collect_status(config: Config) -> dict[str, Any]:
         with session_scope(sessions) as session:
             studies = count_by_state(session)
             quarantined = session.scalar(select(func.count()).select_from(QuarantineEntry)) or 0
+            quarantine = session.scalars(
+                select(QuarantineEntry).order_by(QuarantineEntry.id.desc()).limit(limit)
+            ).all()
+            versions = session.execute(
+                select(InstanceVersion, Study.study_instance_uid)
+                .join(Study, Study.id == InstanceVersion.study_id)
+                .order_by(InstanceVersion.id.desc())
+                .limit(limit)
+            ).all()
+            requeued = session.scalars(
+                select(Study)
+                .where(Study.requeued_at.is_not(None))
+                .order_by(Study.requeued_at.desc())
+                .limit(limit)
+            ).all()
             deliveries = dict(
                 session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all()
             )
@@ -157,6 +191,40 @@ def _collect_status(config: Config) -> dict[str, Any]:
                 "ae_title": config.node.ae_title,
                 "studies": studies,
                 "quarantined": quarantined,
+                "quarantine": [
+                    {
+                        "id": q.id,
+                        "received_at": q.received_at.isoformat(),
+                        "status": f"0x{q.status_code:04X}",
+                        "calling_ae_title": q.calling_ae_title,
+                        "source_address": q.source_address,
+                        "sop_instance_uid": q.sop_instance_uid,
+                        "reason": q.reason,
+                        "path": q.path,
+                    }
+                    for q in quarantine
+                ],
+                "changed_instances": [
+                    {
+                        "received_at": v.received_at.isoformat(),
+                        "study_instance_uid": study_uid,
+                        "sop_instance_uid": v.sop_instance_uid,
+                        "action": v.action,
+                        "calling_ae_title": v.calling_ae_title,
+                        "previous_path": v.previous_path,
+                        "new_path": v.new_path,
+                    }
+                    for v, study_uid in versions
+                ],
+                "requeued_studies": [
+                    {
+                        "study_instance_uid": s.study_instance_uid,
+                        "state": s.state,
+                        "requeue_count": s.requeue_count,
+                        "requeued_at": s.requeued_at.isoformat() if s.requeued_at else None,
+                    }
+                    for s in requeued
+                ],
                 "deliveries": deliveries,
                 "recent_studies": [
                     {
@@ -186,7 +254,7 @@ def _collect_status(config: Config) -> dict[str, Any]:
 
 
 def _cmd_status(config: Config, args: argparse.Namespace) -> int:
-    status = _collect_status(config)
+    status = _collect_status(config, args.limit)
     if args.json:
         print(json.dumps(status, indent=2, ensure_ascii=False))
         return 0
@@ -200,6 +268,31 @@ def _cmd_status(config: Config, args: argparse.Namespace) -> int:
         print("recent studies:")
         for s in status["recent_studies"]:
             print(f"  {s['study_instance_uid']}  {s['state']:<9} {s['instances']:>3} instance(s)")
+    if status["quarantine"]:
+        print(
+            f"quarantine (latest {len(status['quarantine'])}, files under "
+            f"{config.node.data_dir}/spool/):"
+        )
+        for q in status["quarantine"]:
+            print(
+                f"  {q['received_at'][:19]} {q['status']} from {q['calling_ae_title'] or '?'} "
+                f"({q['source_address'] or '?'}) {q['path']}: {q['reason']}"
+            )
+    if status["changed_instances"]:
+        print("instances re-sent with other content (storage.changed_instance):")
+        for v in status["changed_instances"]:
+            print(
+                f"  {v['received_at'][:19]} {v['action']:<10} {v['sop_instance_uid']} "
+                f"(study {v['study_instance_uid']}) from {v['calling_ae_title'] or '?'}; "
+                f"previous {v['previous_path']}"
+            )
+    if status["requeued_studies"]:
+        print("requeued by an operator (dicomnode requeue):")
+        for r in status["requeued_studies"]:
+            print(
+                f"  {r['study_instance_uid']}  {r['state']:<9} {r['requeue_count']} time(s), "
+                f"last {r['requeued_at'][:19] if r['requeued_at'] else '?'}"
+            )
     if status["failed_deliveries"]:
         print("deliveries needing attention (dicomnode retry ID re-sends):")
         for d in status["failed_deliveries"]:
@@ -263,6 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="create or upgrade the database schema")
     p_status = sub.add_parser("status", help="studies by state, quarantine and deliveries")
     p_status.add_argument("--json", action="store_true", help="machine-readable output")
+    p_status.add_argument(
+        "--limit", type=int, default=20, help="entries listed per section (default 20)"
+    )
+    p_requeue = sub.add_parser(
+        "requeue", help="send failed (or reported) studies back to the reporting queue"
+    )
+    p_requeue.add_argument("study_uids", nargs="*", metavar="STUDY_UID")
+    p_requeue.add_argument("--failed", action="store_true", help="every failed study")
     sub.add_parser("config", help="validate and print the effective configuration")
     p_echo = sub.add_parser("echo", help="C-ECHO a DICOM peer (check a destination)")
     p_echo.add_argument("host")
@@ -277,6 +378,7 @@ COMMANDS = {
     "worker": _cmd_worker,
     "report": _cmd_report,
     "retry": _cmd_retry,
+    "requeue": _cmd_requeue,
     "migrate": _cmd_migrate,
     "status": _cmd_status,
     "config": _cmd_config,

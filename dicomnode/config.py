@@ -50,12 +50,22 @@ class NodeConfig(_Section):
     port: int = Field(default=11112, ge=0, le=65535)
     data_dir: Path = Path("data")
     database_url: str = ""
+    # Associations (A-ASSOCIATE-RQ complete and accepted), in all and from one address.
     max_associations: int = Field(default=16, ge=1, le=1000)
+    max_associations_per_peer: int = Field(default=8, ge=1, le=1000)
+    # Connections accepted whose A-ASSOCIATE-RQ is not complete yet: counted apart, capped,
+    # and dropped after pending_timeout seconds however slowly they send.
+    max_pending: int = Field(default=32, ge=1, le=10000)
+    max_pending_per_address: int = Field(default=4, ge=1, le=10000)
+    pending_timeout: float = Field(default=10.0, gt=0)
     acse_timeout: float = Field(default=30.0, gt=0)
     dimse_timeout: float = Field(default=60.0, gt=0)
     network_timeout: float = Field(default=60.0, gt=0)
     maximum_pdu_size: int = Field(default=0, ge=0)
+    # One data set held in memory costs about three times its size while it is stored.
+    max_dataset_mb: int = Field(default=512, ge=1)
     min_free_disk_mb: int = Field(default=1024, ge=0)
+    min_free_inodes: int = Field(default=10000, ge=0)
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -97,6 +107,19 @@ class SecurityConfig(_Section):
             except ValueError as exc:
                 raise ValueError(f"{v!r} is not a network in CIDR form: {exc}") from None
         return values
+
+
+class StorageConfig(_Section):
+    """What happens when an instance arrives again with the same SOP Instance UID but other
+    bytes (a PACS re-sending after a demographics fix, or another transfer syntax).
+
+    ``keep-latest``: the new version becomes the current one, the older file is kept for the
+    audit trail, and a study already queued or reported is reopened. ``keep-first``: the new
+    version is acknowledged and discarded. ``refuse``: answered 0xA910 and discarded. Every
+    case is recorded and shown by ``dicomnode status``.
+    """
+
+    changed_instance: Literal["keep-latest", "keep-first", "refuse"] = "keep-latest"
 
 
 class RoutingRule(_Section):
@@ -246,6 +269,7 @@ class Config(_Section):
 
     node: NodeConfig = NodeConfig()
     security: SecurityConfig = SecurityConfig()
+    storage: StorageConfig = StorageConfig()
     routing: RoutingConfig = RoutingConfig()
     stability: StabilityConfig = StabilityConfig()
     delivery: DeliveryConfig = DeliveryConfig()

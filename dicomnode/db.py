@@ -71,7 +71,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class StudyState(enum.StrEnum):
-    """Where a study is in its life. Transitions are owned by the module that performs them."""
+    """Where a study is in its life. The allowed changes are the table in
+    :data:`dicomnode.studies.TRANSITIONS`, which :meth:`Study.set_state` enforces."""
 
     RECEIVED = "received"  # instances arriving; the stability window has not passed
     STABLE = "stable"  # no new instance for the window; routing not yet applied
@@ -116,6 +117,9 @@ class Study(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # `dicomnode requeue`: how often and when an operator sent the study back to the queue.
+    requeue_count: Mapped[int] = mapped_column(Integer, default=0)
+    requeued_at: Mapped[datetime | None] = mapped_column()
 
     instances: Mapped[list[Instance]] = relationship(back_populates="study")
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="study")
@@ -123,6 +127,12 @@ class Study(Base):
     __table_args__ = (Index("ix_studies_state_last", "state", "last_instance_at"),)
 
     def set_state(self, state: StudyState) -> None:
+        """Change state if the transition table allows it, else :class:`StudyStateError`."""
+        # The table lives with the study life cycle in dicomnode.studies, which imports this
+        # module; imported here to keep one table and no import cycle.
+        from dicomnode.studies import check_transition
+
+        check_transition(self, StudyState(state))
         self.state = state
         self.state_changed_at = utcnow()
 
@@ -142,6 +152,7 @@ class Instance(Base):
     # Relative to the spool root, so the data directory can move.
     path: Mapped[str] = mapped_column(String(512))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+    # Of the data set as received (after the file meta, which names the sender).
     sha256: Mapped[str] = mapped_column(String(64))
     calling_ae_title: Mapped[str | None] = mapped_column(AE)
     matched_rule: Mapped[str | None] = mapped_column(String(64))
@@ -159,6 +170,26 @@ class QuarantineEntry(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     path: Mapped[str] = mapped_column(String(512))
     sop_instance_uid: Mapped[str | None] = mapped_column(String(128))
+    calling_ae_title: Mapped[str | None] = mapped_column(AE)
+    source_address: Mapped[str | None] = mapped_column(String(64))
+
+
+class InstanceVersion(Base):
+    """An instance that arrived again with the same SOP Instance UID and other bytes, and
+    what the node did (``storage.changed_instance``). The older file stays for the audit."""
+
+    __tablename__ = "instance_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    # replaced: the new one is current; kept-first: the new one was discarded; refused.
+    action: Mapped[str] = mapped_column(String(16))
+    previous_path: Mapped[str] = mapped_column(String(512))
+    previous_sha256: Mapped[str] = mapped_column(String(64))
+    new_path: Mapped[str | None] = mapped_column(String(512))
+    new_sha256: Mapped[str] = mapped_column(String(64))
     calling_ae_title: Mapped[str | None] = mapped_column(AE)
     source_address: Mapped[str | None] = mapped_column(String(64))
 
@@ -214,8 +245,14 @@ def create_db_engine(url: str) -> Engine:
     """An engine for ``url`` with the settings durability needs on each backend."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path and path != ":memory:" and not path.startswith("file:"):
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"cannot create the directory of the database {path}: {exc.strerror}. "
+                    "Make node.data_dir (or node.database_url's directory) writable"
+                ) from exc
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _configure_sqlite(engine)
     else:
@@ -274,6 +311,22 @@ def check_schema(engine: Engine) -> None:
             f"database schema is at revision {current}, this version needs {head}; "
             "run `dicomnode migrate` first"
         )
+
+
+def check_writable(engine: Engine) -> None:
+    """Write to the database once, so a read-only database stops start-up with the fix
+    instead of answering every C-STORE 0xA702."""
+    from sqlalchemy import text
+
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+    except Exception as exc:
+        raise DatabaseError(
+            f"the database at {_safe(str(engine.url))} is not writable: {exc}. Make the "
+            "database file and its directory writable by the node's user (SQLite), or grant "
+            "the user write access (PostgreSQL)"
+        ) from exc
 
 
 def table_names(engine: Engine) -> list[str]:

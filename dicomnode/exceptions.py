@@ -31,3 +31,8 @@ class ReportObjectError(DicomNodeError, ValueError):
 class DestinationError(DicomNodeError, ValueError):
     """A delivery destination is misconfigured (AE title, host, port or TLS files); fix the
     configuration entry the message names."""
+
+
+class StudyStateError(DicomNodeError):
+    """A study state change the life-cycle table does not allow (for example requeueing a
+    study that is still receiving); the message names the study and the allowed states."""

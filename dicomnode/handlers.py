@@ -1,68 +1,31 @@
 """pynetdicom event handlers: plain functions taking the event (and bound dependencies) and
-returning a status. No inference here; they only check, store durably and record.
-
-Status codes returned by :func:`handle_store` (PS3.4 Annex B.2.3 and PS3.7 Annex C):
-
-======  ==============================================================
-0x0000  Success (also for a duplicate SOP Instance UID: idempotent)
-0x0124  Refused: not authorized (no routing rule matched, ``unmatched = "refuse"``)
-0xA700  Refused: out of resources (disk below ``node.min_free_disk_mb``)
-0xA701  Refused: out of resources (the spool could not be written)
-0xA702  Refused: out of resources (the database could not record the instance)
-0xA900  Error: data set does not match SOP class (header disagrees with the request)
-0xC210  Cannot understand: the data set could not be decoded
-0xC211  Cannot understand: a required UID is missing or invalid
-0xC212  Cannot understand: no pixel data
-======  ==============================================================
+returning a status. No inference here; they only check, store durably and record, through
+:func:`dicomnode.intake.intake` (the status codes are listed there).
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import logging
-from dataclasses import dataclass
 from typing import Any
 
-from pydicom.dataset import Dataset
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
-
 from dicomnode.config import Config
-from dicomnode.db import session_scope
-from dicomnode.exceptions import InvalidUIDError, SpoolError
-from dicomnode.routing import InstanceFacts, match_rule
-from dicomnode.spool import Spool
-from dicomnode.studies import ReceivedInstance, record_instance, record_quarantine, stored_sha256
-from dicomnode.uids import validate_uid
+from dicomnode.guard import GuardedSocket, RefusalLog
+from dicomnode.intake import (
+    OUT_OF_RESOURCES_DISK,
+    OUT_OF_RESOURCES_SPOOL,
+    IntakeContext,
+    Sender,
+    check_free_space,
+    file_meta,
+    intake,
+)
 
 logger = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
-REFUSED_NOT_AUTHORIZED = 0x0124
-OUT_OF_RESOURCES_DISK = 0xA700
-OUT_OF_RESOURCES_SPOOL = 0xA701
-OUT_OF_RESOURCES_DATABASE = 0xA702
-SOP_CLASS_MISMATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC210
-MISSING_UID = 0xC211
-NO_PIXEL_DATA = 0xC212
-
-_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-
-
-@dataclass(frozen=True)
-class StoreContext:
-    """What :func:`handle_store` needs, bound at server start."""
-
-    config: Config
-    spool: Spool
-    sessions: sessionmaker[Session]
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value).strip()
+# Refusals before association are logged once per peer and reason (a scanner or an attacker
+# retrying every second must not flood the log).
+_refusals = RefusalLog()
 
 
 def _peer(event: Any) -> tuple[str, str]:
@@ -77,226 +40,63 @@ def handle_echo(event: Any) -> int:
     return SUCCESS
 
 
-def _reject(assoc: Any, diagnostic: int) -> None:
+def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
     # As pynetdicom's own ACSE does: queue the A-ASSOCIATE-RJ, then stop the DUL, which waits
     # until the PDU has been sent, so the peer sees a rejection rather than a dropped socket.
-    assoc.acse.send_reject(0x01, 0x01, diagnostic)
+    assoc.acse.send_reject(result, source, diagnostic)
     assoc.kill()
 
 
 def handle_association_request(event: Any, config: Config) -> None:
-    """Refuse associations from calling AE titles or addresses outside the allowlists.
-
-    Rejected with A-ASSOCIATE-RJ (permanent; "calling AE title not recognized" or
-    "no reason given" for an address), before any data is exchanged.
-    """
+    """Refuse associations from calling AE titles or addresses outside the allowlists
+    (A-ASSOCIATE-RJ permanent: "calling AE title not recognized", or "no reason given" for an
+    address), and, once allowed, take an association slot from the connection guard
+    (A-ASSOCIATE-RJ transient "local limit exceeded" when none is free)."""
     security = config.security
     assoc = event.assoc
     primitive = assoc.requestor.primitive
     calling = str(primitive.calling_ae_title).strip()
     address = str(assoc.requestor.address)
+    sock = getattr(assoc.dul.socket, "socket", None)
+    guard = sock.guard if isinstance(sock, GuardedSocket) else None
+    refusals = guard.refusals if guard is not None else _refusals
     if security.allowed_calling_ae_titles and calling not in security.allowed_calling_ae_titles:
-        logger.warning("association from %s refused: calling AE %r not allowed", address, calling)
-        _reject(assoc, 0x03)
+        refusals.warning(address, f"calling AE {calling!r} not allowed")
+        _reject(assoc, 0x01, 0x01, 0x03)
         return
-    if security.allowed_networks:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            ip = None
-        allowed = ip is not None and any(
-            ip in ipaddress.ip_network(net, strict=False) for net in security.allowed_networks
-        )
-        if not allowed:
-            logger.warning(
-                "association from %s (%s) refused: address not allowed", address, calling
-            )
-            _reject(assoc, 0x01)
+    if guard is not None and not guard.address_allowed(address):
+        refusals.warning(address, "address not in security.allowed_networks")
+        _reject(assoc, 0x01, 0x01, 0x01)
+        return
+    if (
+        guard is not None
+        and isinstance(sock, GuardedSocket)
+        and guard.associate(sock, calling) is not None
+    ):
+        _reject(assoc, 0x02, 0x03, 0x02)
 
 
-def _quarantine(
-    ctx: StoreContext,
-    encoded: bytes,
-    reason: str,
-    status: int,
-    sop_uid: str | None,
-    calling: str,
-    address: str,
-) -> int:
-    logger.error(
-        "instance from %s (%s) quarantined, status 0x%04X: %s", calling, address, status, reason
-    )
-    try:
-        path = ctx.spool.quarantine(
-            encoded,
-            reason,
-            {
-                "status": f"0x{status:04X}",
-                "calling_ae_title": calling,
-                "source_address": address,
-                "sop_instance_uid": sop_uid,
-            },
-        )
-        with session_scope(ctx.sessions) as session:
-            record_quarantine(
-                session,
-                reason=reason,
-                status_code=status,
-                path=path,
-                sop_uid=sop_uid,
-                calling_ae_title=calling,
-                source_address=address,
-            )
-    except (SpoolError, SQLAlchemyError) as exc:
-        # The peer still gets the failure status; the bad input is only logged.
-        logger.error("could not quarantine the instance: %s", exc)
-    return status
-
-
-def handle_store(event: Any, ctx: StoreContext) -> int:
+def handle_store(event: Any, ctx: IntakeContext) -> int:
     """C-STORE: validate, write durably, record, and only then answer success."""
     calling, address = _peer(event)
-    requested_class = str(event.request.AffectedSOPClassUID)
-    requested_sop = str(event.request.AffectedSOPInstanceUID)
-
-    min_free = ctx.config.node.min_free_disk_mb * 1024 * 1024
-    free = ctx.spool.free_bytes()
-    if free < min_free:
-        logger.error(
-            "C-STORE %s from %s refused: %d MiB free, floor is node.min_free_disk_mb=%d",
-            requested_sop,
-            calling,
-            free // 2**20,
-            ctx.config.node.min_free_disk_mb,
-        )
+    requested = (str(event.request.AffectedSOPClassUID), str(event.request.AffectedSOPInstanceUID))
+    low = check_free_space(ctx)
+    if low is not None:
+        logger.error("C-STORE %s from %s refused: %s", requested[1], calling, low)
         return OUT_OF_RESOURCES_DISK
-
-    encoded: bytes = event.encoded_dataset(include_meta=True)
-    try:
-        ds: Dataset = event.dataset
-        # Force a full parse now: a truncated or garbled stream must fail here, not later.
-        for _ in ds:
-            pass
-    except Exception as exc:
-        return _quarantine(
-            ctx,
-            encoded,
-            f"data set could not be decoded: {exc}",
-            CANNOT_UNDERSTAND,
-            requested_sop,
-            calling,
-            address,
-        )
-
-    try:
-        study_uid = validate_uid(ds.get("StudyInstanceUID"), name="StudyInstanceUID")
-        series_uid = validate_uid(ds.get("SeriesInstanceUID"), name="SeriesInstanceUID")
-        sop_uid = validate_uid(ds.get("SOPInstanceUID"), name="SOPInstanceUID")
-        sop_class = validate_uid(ds.get("SOPClassUID"), name="SOPClassUID")
-    except InvalidUIDError as exc:
-        return _quarantine(ctx, encoded, str(exc), MISSING_UID, requested_sop, calling, address)
-
-    if sop_class != requested_class or sop_uid != requested_sop:
-        return _quarantine(
-            ctx,
-            encoded,
-            f"header SOP Class/Instance ({sop_class}, {sop_uid}) does not match the C-STORE "
-            f"request ({requested_class}, {requested_sop})",
-            SOP_CLASS_MISMATCH,
-            sop_uid,
-            calling,
-            address,
-        )
-
-    if not any(k in ds for k in _PIXEL_KEYWORDS):
-        return _quarantine(
-            ctx,
-            encoded,
-            "no Pixel Data in an image storage instance",
-            NO_PIXEL_DATA,
-            sop_uid,
-            calling,
-            address,
-        )
-
-    facts = InstanceFacts(
-        modality=_text(ds, "Modality"),
-        body_part=_text(ds, "BodyPartExamined"),
-        view_position=_text(ds, "ViewPosition"),
-        sop_class_uid=sop_class,
-        calling_ae_title=calling,
+    sender = Sender(calling, address, int(event.assoc.requestor.port or 0))
+    meta = file_meta(
+        requested[0],
+        requested[1],
+        str(event.context.transfer_syntax),
+        sender,
+        ctx.config.node.ae_title,
     )
-    rule = match_rule(ctx.config.routing, facts)
-    if rule is None and ctx.config.routing.unmatched == "refuse":
-        logger.warning(
-            "C-STORE %s from %s refused: no routing rule matches (modality %r, body part %r, "
-            "view %r)",
-            sop_uid,
-            calling,
-            facts.modality,
-            facts.body_part,
-            facts.view_position,
-        )
-        return REFUSED_NOT_AUTHORIZED
-
-    received = ReceivedInstance(
-        study_uid=study_uid,
-        series_uid=series_uid,
-        sop_uid=sop_uid,
-        sop_class_uid=sop_class,
-        transfer_syntax_uid=str(event.context.transfer_syntax),
-        modality=facts.modality,
-        body_part=facts.body_part,
-        view_position=facts.view_position,
-        patient_id=_text(ds, "PatientID"),
-        accession_number=_text(ds, "AccessionNumber"),
-        calling_ae_title=calling,
-        source_address=address,
-    )
+    body = event.request.DataSet.getvalue()
     try:
-        with session_scope(ctx.sessions) as session:
-            existing = stored_sha256(session, sop_uid)
-        if existing is not None:
-            if existing == hashlib.sha256(encoded).hexdigest():
-                logger.info("duplicate %s from %s acknowledged, already stored", sop_uid, calling)
-            else:
-                # Same UID, other bytes: another transfer syntax, or a sender reusing UIDs.
-                # The first copy stays, as the UID promises; a person may want to look.
-                logger.warning(
-                    "%s from %s differs from the stored instance of that SOP Instance UID "
-                    "(other transfer syntax or other content); acknowledged, the first is kept",
-                    sop_uid,
-                    calling,
-                )
-            return SUCCESS
-    except SQLAlchemyError as exc:
-        logger.error("database unavailable while receiving %s: %s", sop_uid, exc)
-        return OUT_OF_RESOURCES_DATABASE
-
-    try:
-        stored = ctx.spool.store_instance(study_uid, series_uid, sop_uid, encoded)
-    except SpoolError as exc:
-        logger.error("C-STORE %s from %s failed: %s", sop_uid, calling, exc)
+        return intake(ctx, body, meta, sender, requested=requested)
+    except Exception:
+        # pynetdicom would answer 0xC211, which senders take as permanent; an unforeseen
+        # failure here is the node's, so answer out-of-resources and let the sender retry.
+        logger.exception("C-STORE %s from %s failed unexpectedly", requested[1], calling)
         return OUT_OF_RESOURCES_SPOOL
-
-    try:
-        with session_scope(ctx.sessions) as session:
-            is_new = record_instance(session, received, stored, rule)
-    except IntegrityError:
-        # Another association recorded the same instance between our check and insert.
-        logger.info("duplicate %s from %s recorded concurrently", sop_uid, calling)
-        return SUCCESS
-    except SQLAlchemyError as exc:
-        # The file stays in the spool; startup reconciliation indexes it. The peer retries.
-        logger.error("could not record %s in the database: %s", sop_uid, exc)
-        return OUT_OF_RESOURCES_DATABASE
-    logger.info(
-        "stored %s (study %s, %s, rule %s) from %s%s",
-        sop_uid,
-        study_uid,
-        facts.modality or "?",
-        rule or "none",
-        calling,
-        "" if is_new else " (duplicate)",
-    )
-    return SUCCESS

@@ -17,7 +17,16 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicomnode.db import Delivery, DeliveryState, Instance, Study, StudyState, session_scope, utcnow
+from dicomnode.db import (
+    Delivery,
+    DeliveryState,
+    Instance,
+    InstanceVersion,
+    Study,
+    StudyState,
+    session_scope,
+    utcnow,
+)
 from dicomnode.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -62,8 +71,17 @@ def purge_expired_studies(
                 continue
             for path in session.scalars(select(Instance.path).where(Instance.study_id == study_id)):
                 spool.remove_instance(path)
+            # Older versions of corrected instances, kept for the audit until the study goes.
+            versions = session.scalars(
+                select(InstanceVersion).where(InstanceVersion.study_id == study_id)
+            ).all()
+            for version in versions:
+                for old in (version.previous_path, version.new_path):
+                    if old:
+                        spool.remove_instance(old)
             shutil.rmtree(data_dir / "outputs" / study.study_instance_uid, ignore_errors=True)
             session.execute(delete(Delivery).where(Delivery.study_id == study_id))
+            session.execute(delete(InstanceVersion).where(InstanceVersion.study_id == study_id))
             session.execute(delete(Instance).where(Instance.study_id == study_id))
             session.delete(study)
             logger.info("retention: removed study %s (%s)", study.study_instance_uid, study.state)

@@ -5,25 +5,38 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import pydicom.config
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomnode.config import Config, write_effective_config
 from dicomnode.contexts import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
-from dicomnode.db import check_schema, create_db_engine, create_session_factory, migrate_database
+from dicomnode.db import (
+    check_schema,
+    check_writable,
+    create_db_engine,
+    create_session_factory,
+    migrate_database,
+)
 from dicomnode.exceptions import DicomNodeError
+from dicomnode.guard import (
+    ConnectionGuard,
+    ConnectionLimits,
+    GuardedSocket,
+    install_log_filter,
+)
 from dicomnode.handlers import (
-    StoreContext,
     handle_association_request,
     handle_echo,
     handle_store,
 )
+from dicomnode.intake import IntakeContext
 from dicomnode.recovery import reconcile_spool
 from dicomnode.scheduler import create_scheduler
-from dicomnode.spool import Spool
+from dicomnode.spool import DataDirLock, Spool
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +45,10 @@ def create_storage_ae(config: Config) -> AE:
     """An AE accepting Verification and the chest radiograph storage classes."""
     node = config.node
     ae = AE(ae_title=node.ae_title)
-    ae.maximum_associations = node.max_associations
+    # pynetdicom counts every accepted socket (and its thread lingering after a drop) against
+    # this; the ConnectionGuard counts pending connections and associations apart and is the
+    # limit that applies, so this one only has to stay out of its way.
+    ae.maximum_associations = 100_000
     ae.acse_timeout = node.acse_timeout
     ae.dimse_timeout = node.dimse_timeout
     ae.network_timeout = node.network_timeout
@@ -41,6 +57,37 @@ def create_storage_ae(config: Config) -> AE:
     for sop_class in STORAGE_SOP_CLASSES:
         ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
     return ae
+
+
+def connection_limits(config: Config) -> ConnectionLimits:
+    node = config.node
+    return ConnectionLimits(
+        max_associations=node.max_associations,
+        max_associations_per_peer=node.max_associations_per_peer,
+        max_pending=node.max_pending,
+        max_pending_per_address=node.max_pending_per_address,
+        pending_timeout=node.pending_timeout,
+        maximum_pdu_size=node.maximum_pdu_size,
+        max_dataset_bytes=node.max_dataset_mb * 2**20,
+        allowed_networks=config.security.allowed_networks,
+    )
+
+
+class GuardedAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with :mod:`dicomnode.guard` on every accepted socket."""
+
+    guard: ConnectionGuard
+
+    def get_request(self) -> tuple[Any, tuple[str, int]]:
+        sock, address = super().get_request()
+        return GuardedSocket(sock, str(address[0]), self.guard), address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        return isinstance(request, GuardedSocket) and self.guard.admit(request)
+
+    def shutdown(self) -> None:
+        self.guard.stop()
+        super().shutdown()
 
 
 class ReceivingNode:
@@ -56,7 +103,9 @@ class ReceivingNode:
         self.sessions = create_session_factory(self.db_engine)
         self.scheduler = create_scheduler(config, self.sessions, self.spool, self.data_dir)
         self.ae = create_storage_ae(config)
-        self._server: ThreadedAssociationServer | None = None
+        self._server: GuardedAssociationServer | None = None
+        self._lock: DataDirLock | None = None
+        self._validation_mode = pydicom.config.settings.reading_validation_mode
         self._stopped = threading.Event()
 
     @property
@@ -66,11 +115,29 @@ class ReceivingNode:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
+        """Lock the data directory, check it and the database are writable, reconcile the
+        spool, then listen. Every failure is a :class:`DicomNodeError` saying what to fix."""
+        self._lock = DataDirLock(self.data_dir)
+        self._lock.acquire()
+        # The node checks every UID and value it uses itself and logs one line per bad input;
+        # pydicom's own warning per odd value (logged and warned) would repeat it many times.
+        self._validation_mode = pydicom.config.settings.reading_validation_mode
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+        try:
+            self._start_locked()
+        except BaseException:
+            pydicom.config.settings.reading_validation_mode = self._validation_mode
+            self._lock.release()
+            raise
+
+    def _start_locked(self) -> None:
+        self.spool.check_writable()
         migrate_database(self.config.node.effective_database_url)
         check_schema(self.db_engine)
-        reconcile_spool(self.spool, self.sessions, self.config.routing)
+        check_writable(self.db_engine)
+        ctx = IntakeContext(config=self.config, spool=self.spool, sessions=self.sessions)
+        reconcile_spool(ctx)
         write_effective_config(self.config, self.data_dir)
-        ctx = StoreContext(config=self.config, spool=self.spool, sessions=self.sessions)
         handlers: list[Any] = [
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, handle_store, [ctx]),
@@ -78,14 +145,28 @@ class ReceivingNode:
         ]
         node = self.config.node
         try:
-            self._server = self.ae.start_server(
-                (node.bind_address, node.port), block=False, evt_handlers=handlers
+            server = cast(
+                GuardedAssociationServer,
+                self.ae.make_server(
+                    (node.bind_address, node.port),
+                    evt_handlers=handlers,
+                    server_class=GuardedAssociationServer,
+                ),
             )
         except OSError as exc:
             raise DicomNodeError(
                 f"cannot listen on {node.bind_address}:{node.port}: {exc.strerror}. "
                 "Stop the other process using it or set node.port to a free port."
             ) from exc
+        server.guard = ConnectionGuard(connection_limits(self.config))
+        server.guard.start()
+        install_log_filter()
+        # As AE.start_server(block=False) does, with the guarded server class.
+        self.ae._servers.append(server)
+        threading.Thread(
+            target=server.serve_forever, name="dicomnode-acceptor", daemon=True
+        ).start()
+        self._server = server
         self.scheduler.start()
         logger.info(
             "node %s listening on %s:%d, data in %s",
@@ -104,4 +185,7 @@ class ReceivingNode:
         if self._server is not None:
             self._server.shutdown()
         self.db_engine.dispose()
+        if self._lock is not None:
+            pydicom.config.settings.reading_validation_mode = self._validation_mode
+            self._lock.release()
         logger.info("node stopped")

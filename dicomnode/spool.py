@@ -3,6 +3,8 @@
 Layout under the spool root::
 
     instances/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
+    instances/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>~<sha256[:16]>.dcm
+        (a later version of an instance with other bytes; see storage.changed_instance)
     quarantine/<timestamp>-<random>.dcm  (+ .json with the reason)
 
 A file only ever appears under its final name complete and flushed: it is written to a
@@ -12,13 +14,14 @@ fsync'ed. Paths are built from validated UIDs only, so a crafted UID cannot esca
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +37,11 @@ TMP_SUFFIX = ".partial"
 
 @dataclass(frozen=True)
 class StoredFile:
-    """Where an instance landed, relative to the spool root, and what it holds."""
+    """Where an instance landed, relative to the spool root, and what it holds.
+
+    ``sha256`` is that of the data set as received (the bytes after the file meta): the meta
+    names the sender, so the same instance from two associations differs only there.
+    """
 
     relative_path: str
     size_bytes: int
@@ -64,20 +71,66 @@ def _makedirs_durable(path: Path, stop_at: Path) -> None:
         _fsync_dir(directory.parent)
 
 
-def write_durably(target: Path, data: bytes, root: Path) -> None:
-    """Write ``data`` to ``target`` atomically: temp file, fsync, rename, fsync directory."""
-    _makedirs_durable(target.parent, root)
+def write_durably(target: Path, data: bytes | Sequence[bytes], root: Path) -> None:
+    """Write ``data`` to ``target`` atomically: temp file, fsync, rename, fsync directory.
+
+    ``data`` may be given in parts (file meta, then the data set as received), so a large
+    instance is never joined into one more copy in memory.
+    Any failure, creating the directories included (not writable, no inode left), is a
+    :class:`SpoolError`, which the node answers with an out-of-resources status.
+    """
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
     try:
+        _makedirs_durable(target.parent, root)
         with open(tmp, "xb") as fh:
-            fh.write(data)
+            for part in [data] if isinstance(data, bytes) else data:
+                fh.write(part)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise SpoolError(f"could not write {target}: {exc}") from exc
+
+
+class DataDirLock:
+    """An exclusive lock on a data directory, so a second node cannot share it.
+
+    ``flock`` on ``<data_dir>/.lock``: released by the kernel when the process dies, so a
+    crash never leaves a stale lock behind.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise SpoolError(
+                f"cannot use the data directory {self.path.parent}: {exc.strerror}. "
+                "Make it writable by the node's user or set node.data_dir"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SpoolError(
+                f"another node is already running on the data directory {self.path.parent}; "
+                "stop it, or give this one its own node.data_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class Spool:
@@ -89,8 +142,26 @@ class Spool:
         self.root = root.resolve()
         self.instances_dir = self.root / "instances"
         self.quarantine_dir = self.root / "quarantine"
-        for directory in (self.root, self.instances_dir, self.quarantine_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+        try:
+            for directory in (self.root, self.instances_dir, self.quarantine_dir):
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpoolError(
+                f"cannot create the spool {self.root}: {exc.strerror}. Make node.data_dir "
+                "writable by the node's user"
+            ) from exc
+
+    def check_writable(self) -> None:
+        """Write and remove a probe file, so a read-only spool stops start-up, not each C-STORE."""
+        probe = self.root / f".probe-{secrets.token_hex(4)}"
+        try:
+            write_durably(probe, b"probe", self.root)
+            probe.unlink()
+        except (SpoolError, OSError) as exc:
+            raise SpoolError(
+                f"the spool {self.root} is not writable ({exc}); make node.data_dir writable "
+                "by the node's user and check the file system is not mounted read-only"
+            ) from exc
 
     def relative_instance_path(self, study_uid: str, series_uid: str, sop_uid: str) -> str:
         study = validate_uid(study_uid, name="StudyInstanceUID")
@@ -105,14 +176,21 @@ class Spool:
         return path
 
     def store_instance(
-        self, study_uid: str, series_uid: str, sop_uid: str, encoded: bytes
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        encoded: Sequence[bytes],
+        content_sha256: str,
     ) -> StoredFile:
         """Durably write one encoded DICOM file (preamble, meta and data set as received)."""
         relative = self.relative_instance_path(study_uid, series_uid, sop_uid)
         write_durably(self.root / relative, encoded, self.root)
-        return StoredFile(relative, len(encoded), hashlib.sha256(encoded).hexdigest())
+        return StoredFile(relative, sum(map(len, encoded)), content_sha256)
 
-    def quarantine(self, encoded: bytes, reason: str, details: dict[str, Any]) -> str:
+    def quarantine(
+        self, encoded: bytes | Sequence[bytes], reason: str, details: dict[str, Any]
+    ) -> str:
         """Keep input the node cannot use, with a JSON sidecar saying why. Returns its path."""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         name = f"{stamp}-{secrets.token_hex(4)}"
@@ -126,8 +204,32 @@ class Spool:
         )
         return str(data_path.relative_to(self.root))
 
+    def store_version(
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        encoded: Sequence[bytes],
+        content_sha256: str,
+    ) -> StoredFile:
+        """Durably write another version of an instance already stored, beside the first.
+
+        Named ``<SOPInstanceUID>~<sha256 prefix>.dcm``, so the same bytes always land on the
+        same name and a crash before the database commit is recognised at start-up.
+        """
+        base = self.relative_instance_path(study_uid, series_uid, sop_uid)
+        relative = f"{base[: -len('.dcm')]}~{content_sha256[:16]}.dcm"
+        write_durably(self.root / relative, encoded, self.root)
+        return StoredFile(relative, sum(map(len, encoded)), content_sha256)
+
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+    def free_inodes(self) -> int | None:
+        """Inodes an unprivileged process may still create; ``None`` where the file system
+        has no fixed inode table (btrfs, some network mounts report 0 files)."""
+        stat = os.statvfs(self.root)
+        return None if stat.f_files == 0 else stat.f_favail
 
     def remove_partial_files(self) -> int:
         """Delete temporary files left by a crash mid-write; they were never acknowledged."""

@@ -26,8 +26,9 @@ from pydicom.dataset import Dataset
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from dicomnode import studies as lifecycle
 from dicomnode.config import Config
-from dicomnode.db import Instance, Study, StudyState, session_scope, utcnow
+from dicomnode.db import Study, StudyState, session_scope, utcnow
 from dicomnode.delivery import (
     OutputObject,
     destinations_for,
@@ -113,21 +114,17 @@ class ReportingWorker:
                     )
                 study.attempts += 1
                 if study.attempts > MAX_STUDY_ATTEMPTS:
-                    study.set_state(StudyState.FAILED)
                     # Keep the last engine error (if any): it is usually the cause.
                     last = f"; last error: {study.error}" if study.error else ""
-                    study.error = (
+                    lifecycle.fail(
+                        study,
                         f"no result after {MAX_STUDY_ATTEMPTS} attempts (worker crashes or "
-                        f"timeouts){last}; check the worker logs, then requeue the study"
+                        f"timeouts){last}; check the worker logs, then `dicomnode requeue "
+                        f"{study.study_instance_uid}`",
                     )
-                    study.lease_owner = study.lease_expires_at = None
                     continue
-                study.set_state(StudyState.REPORTING)
-                study.lease_owner = self.worker_id
-                study.lease_expires_at = now + lease
-                paths = session.scalars(
-                    select(Instance.path).where(Instance.study_id == study.id).order_by(Instance.id)
-                ).all()
+                lifecycle.claim(study, self.worker_id, now + lease)
+                paths = lifecycle.routable_instance_paths(session, study.id)
                 claimed.append(
                     ClaimedStudy(study.id, study.study_instance_uid, study.revision, tuple(paths))
                 )
@@ -168,25 +165,22 @@ class ReportingWorker:
                     claimed.study_instance_uid,
                 )
                 return
-            study.lease_owner = study.lease_expires_at = None
             # A result (or a newer revision) ends this round: attempts count claims without a
             # result, so a study reopened by later images is not failed for earlier rounds.
             study.attempts = 0
             if study.revision != claimed.revision:
                 # New instances arrived while reporting: wait for stability and report again.
-                study.set_state(StudyState.RECEIVED)
+                lifecycle.finish_changed(study)
                 logger.info(
                     "study %s changed while reporting; requeued after stability",
                     claimed.study_instance_uid,
                 )
                 return
             if error is not None:
-                study.set_state(StudyState.FAILED)
-                study.error = error
+                lifecycle.fail(study, error)
                 logger.error("study %s failed: %s", claimed.study_instance_uid, error)
                 return
-            study.error = None
-            study.set_state(StudyState.REPORTED)
+            lifecycle.finish(study)
             supersede_pending(session, study, objects)
             added = enqueue_deliveries(
                 session, study, objects, destinations_for(self.config, study.calling_ae_title)
@@ -203,9 +197,7 @@ class ReportingWorker:
         with session_scope(self.sessions) as session:
             study = session.get(Study, claimed.id, with_for_update=True)
             if study is not None and study.lease_owner == self.worker_id:
-                study.lease_owner = study.lease_expires_at = None
-                study.error = reason
-                study.set_state(StudyState.QUEUED)
+                lifecycle.release(study, reason)
 
     def process_once(self) -> int:
         """Claim one batch and report it. Returns the number of studies handled."""

@@ -58,10 +58,14 @@ def queued(node: ReceivingNode, count: int) -> None:
     )
 
 
-def truncated_pixels(path: Path) -> Dataset:
-    """A copy in a new study whose Pixel Data holds 4 bytes instead of a whole image."""
+def undecodable_pixels(path: Path) -> Dataset:
+    """A copy of a JPEG file in a new study whose one fragment holds garbage, not a JPEG
+    stream: well-formed enough for the node to accept (a cut-short data set is refused at
+    the door, 0xC210), undecodable for the engine."""
+    from pydicom.encaps import encapsulate
+
     ds = renamed_copy(path, study_uid=generate_uid())
-    ds.PixelData = ds.PixelData[:4]
+    ds.PixelData = encapsulate([b"\xff\xd8" + b"\x5a" * 1000 + b"\xff\xd9"])
     return ds
 
 
@@ -69,7 +73,7 @@ def test_undecodable_study_fails_alone_and_the_worker_goes_on(
     make_node: Callable[..., ReceivingNode], report_engine: ReportEngine, dicom_dir: Path
 ) -> None:
     node = make_node(engine={"batch_size": 4}, **UNDELIVERED)
-    bad = truncated_pixels(dicom_dir / "rg1_chest_cr_uncompressed.dcm")
+    bad = undecodable_pixels(dicom_dir / SIIM)
     good = [renamed_copy(dicom_dir / SIIM, study_uid=generate_uid()) for _ in range(2)]
     assert send_datasets(node.port, [good[0], bad, good[1]]) == [0, 0, 0]
     queued(node, 3)

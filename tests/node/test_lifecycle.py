@@ -99,6 +99,11 @@ def test_new_instance_reopens_a_queued_study(tmp_path: Path, dicom_dir: Path) ->
             == []
         )
         moved = mark_stable_studies(session, timedelta(seconds=60), now=t0 + timedelta(seconds=61))
+    # Stable is a state of its own, committed, for one check interval: then queued.
+    assert moved == [("1.2.3", StudyState.STABLE)]
+    with session_scope(sessions) as session:
+        assert session.scalars(select(Study)).one().state == StudyState.STABLE
+        moved = mark_stable_studies(session, timedelta(seconds=60), now=t0 + timedelta(seconds=62))
     assert moved == [("1.2.3", StudyState.QUEUED)]
     add("1.2.3.1.2", t0 + timedelta(seconds=90))
     with session_scope(sessions) as session:
@@ -175,7 +180,7 @@ def test_retention_removes_only_finished_studies(start_node, dicom_dir: Path) ->
     with session_scope(node.sessions) as session:
         for uid, state, delivery in zip(uids, states, deliveries, strict=True):
             study = session.scalars(select(Study).where(Study.study_instance_uid == uid)).one()
-            study.set_state(state)
+            study.state = state  # set up directly: the life-cycle path is tested elsewhere
             if delivery is not None:
                 session.add(
                     Delivery(
