@@ -34,11 +34,11 @@ from engine.preprocessing import (
     PreparedImage,
     prepare_dataset,
     prepare_image_file,
-    select_views,
     stack_views,
 )
 from engine.result import EngineIdentity, FindingResult, Presence, Region, StudyReport
 from engine.text import ReportTokenizer
+from engine.views import select_views
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset

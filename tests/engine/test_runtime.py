@@ -85,13 +85,13 @@ def test_regions_map_to_the_letterboxed_source() -> None:
     from engine.artifact import InputSpec
     from engine.preprocessing import prepare_dataset
 
-    ds = make_dataset(phantom(120, 60, 8), bits_stored=8)  # portrait: padded left and right
+    ds = make_dataset(phantom(300, 150, 8), bits_stored=8)  # portrait: padded left and right
     prepared = prepare_dataset(ds, InputSpec(height=64, width=64))
     box = prepared.letterbox
     x0, y0, x1, y1 = box.box_to_source((0.4, 0.25, 0.6, 0.75))
     assert (x0 * box.scale_x + box.pad_x) / 64 == pytest.approx(0.4)
     assert (y1 * box.scale_y + box.pad_y) / 64 == pytest.approx(0.75)
-    assert 0 <= x0 < x1 <= 60 and 0 <= y0 < y1 <= 120
+    assert 0 <= x0 < x1 <= 150 and 0 <= y0 < y1 <= 300
 
 
 class NaNBackend(Backend):

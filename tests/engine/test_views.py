@@ -7,7 +7,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from engine.exceptions import NoUsableImageError
-from engine.preprocessing import classify_view, select_views
+from engine.views import classify_view, select_views
 from tests.engine.dicom_samples import make_dataset, phantom
 
 
