@@ -24,12 +24,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: An RGB image whose share of clearly coloured pixels exceeds this is a page or a photo.
-COLOURFUL_FRACTION = 0.01
-#: Chroma (max - min of R, G, B) above this fraction of the range counts as coloured.
+#: An RGB image whose share of coloured pixels exceeds this is a page, a screenshot or a photo.
+COLOURFUL_FRACTION = 0.05
+#: Colour left after removing a uniform tint, above this fraction of the range, is "coloured".
 CHROMA_THRESHOLD = 0.08
-#: A grey RGB image with more than this share of pixels at the white end is a document page.
+#: A colour image with more than this share of pixels at the white end is a document page.
 WHITE_PAGE_FRACTION = 0.4
+#: ... or with more than this share of pixels at one single grey level (a flat background).
+FLAT_PAGE_FRACTION = 0.5
 
 
 def _uid(ds: Dataset) -> str:
@@ -37,15 +39,20 @@ def _uid(ds: Dataset) -> str:
 
 
 def check_colour_image(rgb: NDArray[Any], source: str, study_instance_uid: str = "") -> None:
-    """Refuse a colour image that cannot be a radiograph: clearly coloured pixels (a dose
-    report with a coloured table, a photo) or a mostly white page (a scanned document).
-    Grey images stored as RGB (R = G = B, within compression noise) pass."""
-    channels = np.asarray(rgb[..., :3], dtype=np.float64)
+    """Refuse a colour image that cannot be a radiograph: coloured content (a dose report's
+    coloured table, a screenshot, a photo) or a page (mostly white, or mostly one flat
+    background). A radiograph stored as RGB passes, even with a uniform tint (a photographed
+    film) or a small coloured logo: the tint is removed by fitting each channel as a linear
+    function of the luma before measuring colour."""
+    channels = np.asarray(rgb[..., :3], dtype=np.float64).reshape(-1, 3)
     top = float(channels.max())
     if top <= 0:
         return  # constant black: normalize_intensity refuses it with its own reason
-    chroma = channels.max(axis=-1) - channels.min(axis=-1)
-    coloured = float(np.mean(chroma > CHROMA_THRESHOLD * top))
+    luma = channels @ np.array([0.299, 0.587, 0.114])
+    design = np.stack([luma, np.ones_like(luma)], axis=1)
+    fit, *_ = np.linalg.lstsq(design, channels, rcond=None)
+    residual = np.abs(channels - design @ fit).max(axis=1)
+    coloured = float(np.mean(residual > CHROMA_THRESHOLD * top))
     if coloured > COLOURFUL_FRACTION:
         raise ImageRejectedError(
             f"image {source}: {coloured:.0%} of its pixels are coloured; a colour page "
@@ -53,12 +60,14 @@ def check_colour_image(rgb: NDArray[Any], source: str, study_instance_uid: str =
             reason="colour_document",
             study_instance_uid=study_instance_uid,
         )
-    grey = channels.mean(axis=-1)
-    white = float(np.mean(grey >= 0.97 * top))
-    if white > WHITE_PAGE_FRACTION:
+    white = float(np.mean(luma >= 0.97 * top))
+    _, counts = np.unique(np.rint(luma), return_counts=True)
+    flat = float(counts.max() / luma.size)
+    if white > WHITE_PAGE_FRACTION or flat > FLAT_PAGE_FRACTION:
         raise ImageRejectedError(
-            f"image {source}: {white:.0%} of it is white page; a document (dose report, "
-            "requisition) stored as an image is not a chest radiograph and is not analysed",
+            f"image {source}: {max(white, flat):.0%} of it is one flat background; a document "
+            "page (dose report, requisition, screenshot) is not a chest radiograph and is not "
+            "analysed",
             reason="colour_document",
             study_instance_uid=study_instance_uid,
         )
