@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from engine.artifact import EngineArtifact, FindingSpec, load_artifact
 from engine.backends import Backend, create_backend
@@ -32,13 +31,15 @@ from engine.exceptions import (
 )
 from engine.preprocessing import (
     PreparedImage,
+    image_file_to_display,
     prepare_dataset,
     prepare_image_file,
     stack_views,
 )
 from engine.result import EngineIdentity, FindingResult, Presence, Region, StudyReport
 from engine.text import ReportTokenizer
-from engine.views import select_views
+from engine.view_model import frontal_probability
+from engine.views import ViewCandidate, choose_views, classify_header, select_views
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -46,10 +47,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-#: Dataset view spellings (``training.data.records.VIEWS`` and DICOM ViewPosition) of image files.
-_FILE_FRONTAL = ("PA", "AP")
-_FILE_LATERAL = frozenset({"LATERAL", "LAT", "LL", "RL"})
 
 
 @dataclass(frozen=True)
@@ -68,39 +65,42 @@ class ImageStudy:
             raise ValueError("ImageStudy.study_id must not be empty")
 
 
-def _aspect_of_file(path: Path) -> float:
+def _file_probability(path: Path) -> float | None:
     try:
-        with Image.open(path) as img:  # reads the header only
-            width, height = img.size
+        display = image_file_to_display(path)
     except (OSError, ValueError):
-        return 0.0  # ranked last; if chosen anyway, preparing it names the error
-    return width / height if height else 0.0
+        return None  # unreadable: not a candidate (preparing it would name the error)
+    return frontal_probability(display)
 
 
 def select_image_views(study: ImageStudy) -> tuple[Path, Path | None, str]:
-    """Frontal file (PA before AP), lateral file or None, and why: the rule of
-    :func:`~engine.preprocessing.select_views` with the dataset's views in place of headers
-    (unlabelled: the widest image is the frontal, a portrait one the lateral)."""
+    """Frontal file, lateral file or None, and why: :func:`engine.views.choose_views` with
+    the dataset's views in place of View Position; unlabelled images are decided by their
+    pixels. Raises :class:`NoUsableImageError` when no image is a usable frontal."""
     if not study.images:
         raise NoUsableImageError(
             f"study {study.study_id}: no image file; nothing to report",
             study_instance_uid=study.study_id,
         )
-    views = [(Path(p), (v or "UNKNOWN").strip().upper()) for p, v in study.images]
-    frontals = [(p, v) for wanted in _FILE_FRONTAL for p, v in views if v == wanted]
-    laterals = [p for p, v in views if v in _FILE_LATERAL]
-    unknown = [p for p, v in views if v not in _FILE_FRONTAL and v not in _FILE_LATERAL]
-    if frontals:
-        frontal, reason = frontals[0][0], f"view {frontals[0][1]} (dataset)"
-    elif unknown:
-        frontal = max(unknown, key=_aspect_of_file)  # max keeps the first of equals
-        reason = "fallback: widest image without a view in the dataset"
-    else:
-        frontal, reason = laterals[0], "fallback: only lateral images in the study"
-    lateral = next((p for p in laterals if p != frontal), None)
-    if lateral is None:
-        lateral = next((p for p in unknown if p != frontal and _aspect_of_file(p) < 1.0), None)
-    return frontal, lateral, reason
+    candidates = []
+    for index, (raw_path, raw_view) in enumerate(study.images):
+        path = Path(raw_path)
+        view = (raw_view or "").strip().upper()
+        header = {"ViewPosition": "" if view in ("", "UNKNOWN") else view}
+        guess = classify_header(header)
+        if guess.view is not None:
+            guess = replace(guess, reason=f"view {view} (dataset)")
+        candidates.append(
+            ViewCandidate(
+                path,
+                guess,
+                (index,),
+                lambda path=path: _file_probability(path),  # type: ignore[misc]
+                path.name,
+            )
+        )
+    choice = choose_views(candidates, study.study_id)
+    return choice.frontal, choice.lateral, choice.frontal_reason
 
 
 @dataclass(frozen=True)

@@ -125,14 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     for fold in range(args.folds):
         train, test = fold_of != fold, fold_of == fold
         mean, std = standardise(x[train])
-        coef, intercept = fit_logistic((x[train] - mean) / std, y[train], balanced_weights(y[train]))
+        weights = balanced_weights(y[train])
+        coef, intercept = fit_logistic((x[train] - mean) / std, y[train], weights)
         scores[test] = predict(x[test], mean, std, coef, intercept)
     frontal, lateral = scores[y == 1], scores[y == 0]
     print(f"cross-validated ({args.folds}-fold, patient-grouped): AUC {auc(scores, y):.3f}")
     print(
-        f"  at P(frontal) >= {THRESHOLD}: frontals called frontal {np.mean(frontal >= THRESHOLD):.1%}"
-        f" (n={len(frontal)}), laterals called lateral {np.mean(lateral < THRESHOLD):.1%} "
-        f"(n={len(lateral)})"
+        f"  at P(frontal) >= {THRESHOLD}: frontals called frontal "
+        f"{np.mean(frontal >= THRESHOLD):.1%} (n={len(frontal)}), laterals called lateral "
+        f"{np.mean(lateral < THRESHOLD):.1%} (n={len(lateral)})"
     )
     mean, std = standardise(x)
     coef, intercept = fit_logistic((x - mean) / std, y, balanced_weights(y))

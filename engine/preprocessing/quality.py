@@ -18,8 +18,10 @@ from engine.exceptions import ImageRejectedError
 #: Smallest side (pixels) of an image we analyse. Public downscaled datasets go down to 224;
 #: anything under 128 is a thumbnail, an icon or a one-pixel placeholder.
 MIN_SIDE = 128
-#: Lungs brighter than the mediastinum by this much (normalised units) flag an inversion.
-INVERSION_MARGIN = 0.05
+#: A frontal whose mediastinum is darker than its lungs by this much (normalised units, the
+#: ``centre_contrast`` of :mod:`engine.view_model`) is flagged as looking inverted. On the real
+#: images: 0.8% of NIH and 5.8% of Hannover frontals flagged, 91% of inverted NIH frontals.
+INVERSION_MARGIN = 0.1
 
 
 def check_size(rows: int, columns: int, source: str, study_instance_uid: str = "") -> None:
@@ -33,26 +35,12 @@ def check_size(rows: int, columns: int, source: str, study_instance_uid: str = "
         )
 
 
-def mediastinum_minus_lungs(display: NDArray[np.floating]) -> float:
-    """Mean of the central vertical band (mediastinum, spine) minus the mean of the two lung
-    bands, over the middle rows of a frontal image normalised to [0, 1], white = dense.
-
-    Positive on a correctly displayed frontal chest radiograph.
-    """
-    rows, cols = display.shape
-    band = display[int(rows * 0.25) : int(rows * 0.7)]
-    centre = band[:, int(cols * 0.44) : int(cols * 0.56)]
-    lungs = np.concatenate(
-        [band[:, int(cols * 0.2) : int(cols * 0.34)], band[:, int(cols * 0.66) : int(cols * 0.8)]],
-        axis=1,
-    )
-    return float(centre.mean() - lungs.mean())
-
-
 def inversion_warning(display: NDArray[np.floating], source: str) -> str | None:
     """A warning when a frontal image looks inverted relative to its photometric
-    interpretation, else None."""
-    contrast = mediastinum_minus_lungs(display)
+    interpretation (lungs brighter than the mediastinum), else None."""
+    from engine.view_model import view_features
+
+    contrast = float(view_features(display)[1])
     if contrast < -INVERSION_MARGIN:
         return (
             f"image {source} looks inverted (lungs brighter than the mediastinum by "
