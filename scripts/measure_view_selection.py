@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         label = "with View Position" if with_vp else "View Position removed"
         print(
             f"{label}: {n} two-view studies; frontal chosen right {c['right']} "
-            f"({c['right'] / n:.1%}), wrong {c['wrong']} ({c['wrong'] / n:.1%}), header "
-            f"silent/contradictory for every image (needs pixels) {c['needs_pixels']} "
-            f"({c['needs_pixels'] / n:.1%})"
+            f"({c['right'] / n:.1%}), wrong {c['wrong']} ({c['wrong'] / n:.1%}), no frontal "
+            f"from the header {c['needs_pixels']} ({c['needs_pixels'] / n:.1%}; header silent: "
+            "the pixels decide at the node, or Body Part Examined is not a chest)"
         )
         i = per_image(rows, with_vp)
         print(
