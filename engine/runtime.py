@@ -173,6 +173,8 @@ class Engine:
         except StudyError as exc:
             exc.study_instance_uid = exc.study_instance_uid or study_uid
             raise
+        for warning in frontal.warnings:
+            logger.warning("study %s: %s", study_uid, warning)
         sources = tuple(p.sop_instance_uid for p in (frontal, lateral) if p is not None)
         if not all(sources):
             raise NoUsableImageError(

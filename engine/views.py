@@ -221,7 +221,7 @@ def classify_header(header: Mapping[str, Any]) -> ViewGuess:
         signals.append(ViewSignal("ImageLaterality", "frontal", "B"))
     orientation = header.get("PatientOrientation")
     if isinstance(orientation, str):
-        orientation = re.split(r"[\\,\s]+", orientation.strip("[]'\" ")) if orientation else []
+        orientation = re.findall(r"[A-Za-z]+", orientation)  # "L\\F", "['L', 'F']"
     if orientation and (signal := _orientation_signal(list(orientation))) is not None:
         signals.append(signal)
     for keyword in _TEXT_KEYWORDS:

@@ -19,14 +19,16 @@ from tests.engine.dicom_samples import make_dataset, phantom
 
 
 def _studies(real_datasets: dict[str, Dataset]) -> list[list[Dataset]]:
-    return [[ds] for ds in real_datasets.values()]
+    # The canine lateral DX alone has no frontal chest image: not reported (test_views.py).
+    return [[ds] for name, ds in real_datasets.items() if not name.startswith("highdicom")]
 
 
 def test_reports_for_every_real_file(ort_engine: Engine, real_datasets: dict[str, Dataset]) -> None:
-    reports = ort_engine.report_studies(_studies(real_datasets))
+    studies = _studies(real_datasets)
+    reports = ort_engine.report_studies(studies)
     manifest = ort_engine.artifact.manifest
-    assert len(reports) == len(real_datasets)
-    for report, ds in zip(reports, real_datasets.values(), strict=True):
+    assert len(reports) == len(studies)
+    for report, (ds,) in zip(reports, studies, strict=True):
         assert isinstance(report, StudyReport)
         assert report.study_instance_uid == ds.StudyInstanceUID
         assert report.source_sop_instance_uids == (ds.SOPInstanceUID,)
