@@ -31,15 +31,13 @@ from engine.exceptions import (
 )
 from engine.preprocessing import (
     PreparedImage,
-    image_file_to_display,
     prepare_dataset,
     prepare_image_file,
     stack_views,
 )
 from engine.result import EngineIdentity, FindingResult, Presence, Region, StudyReport
 from engine.text import ReportTokenizer
-from engine.view_model import frontal_probability
-from engine.views import ViewCandidate, choose_views, classify_header, select_views
+from engine.views import select_view_files, select_views
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -65,42 +63,11 @@ class ImageStudy:
             raise ValueError("ImageStudy.study_id must not be empty")
 
 
-def _file_probability(path: Path) -> float | None:
-    try:
-        display = image_file_to_display(path)
-    except (OSError, ValueError):
-        return None  # unreadable: not a candidate (preparing it would name the error)
-    return frontal_probability(display)
-
-
 def select_image_views(study: ImageStudy) -> tuple[Path, Path | None, str]:
-    """Frontal file, lateral file or None, and why: :func:`engine.views.choose_views` with
-    the dataset's views in place of View Position; unlabelled images are decided by their
-    pixels. Raises :class:`NoUsableImageError` when no image is a usable frontal."""
-    if not study.images:
-        raise NoUsableImageError(
-            f"study {study.study_id}: no image file; nothing to report",
-            study_instance_uid=study.study_id,
-        )
-    candidates = []
-    for index, (raw_path, raw_view) in enumerate(study.images):
-        path = Path(raw_path)
-        view = (raw_view or "").strip().upper()
-        header = {"ViewPosition": "" if view in ("", "UNKNOWN") else view}
-        guess = classify_header(header)
-        if guess.view is not None:
-            guess = replace(guess, reason=f"view {view} (dataset)")
-        candidates.append(
-            ViewCandidate(
-                path,
-                guess,
-                (index,),
-                lambda path=path: _file_probability(path),  # type: ignore[misc]
-                path.name,
-            )
-        )
-    choice = choose_views(candidates, study.study_id)
-    return choice.frontal, choice.lateral, choice.frontal_reason
+    """Frontal file, lateral file or None, and why (:func:`engine.views.select_view_files`:
+    the dataset's views in place of View Position, pixels for unlabelled images). Raises
+    :class:`NoUsableImageError` when no image is a usable frontal."""
+    return select_view_files(study.images, study.study_id)
 
 
 @dataclass(frozen=True)

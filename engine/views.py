@@ -35,7 +35,8 @@ import logging
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from engine.exceptions import NoUsableImageError, StudyError
@@ -405,3 +406,45 @@ def select_views(datasets: Sequence[Dataset]) -> ViewSelection:
     return ViewSelection(
         choice.frontal, choice.lateral, choice.frontal_reason, choice.lateral_reason
     )
+
+
+def _file_probability(path: Path) -> float | None:
+    from engine.preprocessing import image_file_to_display
+
+    try:
+        display = image_file_to_display(path)
+    except (OSError, ValueError):
+        return None  # unreadable: not a candidate (preparing it would name the error)
+    return frontal_probability(display)
+
+
+def select_view_files(
+    images: Sequence[tuple[str | Path, str | None]], study: str
+) -> tuple[Path, Path | None, str]:
+    """Frontal file, lateral file or None, and why, for a study given as image files with the
+    views its dataset gives (``"PA"``, ``"AP"``, ``"LATERAL"``, ``"LL"``, ``"RL"``, or
+    None/``"UNKNOWN"``): the rule of :func:`choose_views`, the dataset's view standing in for
+    View Position and the pixels deciding unlabelled images. Raises
+    :class:`NoUsableImageError` when no image is a usable frontal."""
+    if not images:
+        raise NoUsableImageError(
+            f"study {study}: no image file; nothing to report", study_instance_uid=study
+        )
+    candidates = []
+    for index, (raw_path, raw_view) in enumerate(images):
+        path = Path(raw_path)
+        view = (raw_view or "").strip().upper()
+        guess = classify_header({"ViewPosition": "" if view in ("", "UNKNOWN") else view})
+        if guess.view is not None:
+            guess = replace(guess, reason=f"view {view} (dataset)")
+        candidates.append(
+            ViewCandidate(
+                path,
+                guess,
+                (index,),
+                lambda path=path: _file_probability(path),  # type: ignore[misc]
+                path.name,
+            )
+        )
+    choice = choose_views(candidates, study)
+    return choice.frontal, choice.lateral, choice.frontal_reason
