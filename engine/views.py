@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from engine.exceptions import NoUsableImageError, StudyError
+from engine.exceptions import NoUsableImageError, PixelDecodeError, StudyError
 from engine.view_model import THRESHOLD, frontal_probability
 
 if TYPE_CHECKING:
@@ -304,6 +304,7 @@ _PROJECTION_RANK = {"PA": 0, "AP": 1, "": 2, "DECUBITUS": 3}
 def choose_views(candidates: Sequence[ViewCandidate[_T]], study: str) -> ViewChoice[_T]:
     """Header decides where it is clear; pixels where it is silent or contradicts itself."""
     outcomes: list[tuple[str, str]] = []
+    undecodable = 0
     for c in candidates:
         g = c.guess
         if g.chest is False:
@@ -314,6 +315,7 @@ def choose_views(candidates: Sequence[ViewCandidate[_T]], study: str) -> ViewCho
             try:
                 c.probability = c.pixels()
             except StudyError as exc:
+                undecodable += isinstance(exc, PixelDecodeError)
                 c.how = f"not analysed: {exc}"
                 outcomes.append((c.name, c.how))
                 continue
@@ -332,6 +334,11 @@ def choose_views(candidates: Sequence[ViewCandidate[_T]], study: str) -> ViewCho
     frontals = [c for c in candidates if c.decided == "frontal"]
     if not frontals:
         summary = "; ".join(f"{name}: {how}" for name, how in outcomes) or "no image"
+        if candidates and undecodable == len(candidates):
+            raise PixelDecodeError(
+                f"study {study}: no image could be decoded, so it is not reported ({summary})",
+                study_instance_uid=study,
+            )
         raise NoUsableImageError(
             f"study {study}: no usable frontal chest image, so it is not reported ({summary})",
             study_instance_uid=study,
@@ -408,13 +415,20 @@ def select_views(datasets: Sequence[Dataset]) -> ViewSelection:
     )
 
 
-def _file_probability(path: Path) -> float | None:
+def _file_probability(path: Path, study: str) -> float | None:
     from engine.preprocessing import image_file_to_display
 
     try:
         display = image_file_to_display(path)
-    except (OSError, ValueError):
-        return None  # unreadable: not a candidate (preparing it would name the error)
+    except FileNotFoundError as exc:
+        raise NoUsableImageError(
+            f"image file {exc.filename} not found; check the dataset's image folder",
+            study_instance_uid=study,
+        ) from exc
+    except (OSError, ValueError) as exc:  # Pillow: UnidentifiedImageError, truncated data
+        raise PixelDecodeError(
+            f"cannot read image file {path.name} ({exc})", study_instance_uid=study
+        ) from exc
     return frontal_probability(display)
 
 
@@ -442,7 +456,7 @@ def select_view_files(
                 path,
                 guess,
                 (index,),
-                lambda path=path: _file_probability(path),  # type: ignore[misc]
+                lambda path=path: _file_probability(path, study),  # type: ignore[misc]
                 path.name,
             )
         )

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
 
-from engine.exceptions import NoUsableImageError
+from engine.exceptions import NoUsableImageError, PixelDecodeError
 from engine.runtime import ImageStudy, select_image_views
 from engine.views import classify_header, classify_view, select_views
 from tests.engine.dicom_samples import make_dataset, phantom
@@ -240,6 +240,9 @@ def test_undecodable_silent_image_is_not_a_candidate(nih: list[Path]) -> None:
     broken.PixelData = broken.PixelData[:100]
     frontal = _wrap(nih[1])
     assert select_views([broken, frontal]).frontal is frontal
+    # Nothing decodable: the decode error, not "no frontal", is the study's failure.
+    with pytest.raises(PixelDecodeError, match="no image could be decoded"):
+        select_views([broken])
 
 
 def test_image_files_use_the_same_rule(
