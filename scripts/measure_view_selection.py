@@ -9,6 +9,11 @@ such as "Xray Chest PA and Lateral", shared by the study's images) is read as se
 
 For comparison, the previous rule: no View Position -> the widest image is the frontal.
 
+On the real files: the shared DICOMs through :func:`engine.views.select_views` one study each;
+then two-image studies with a silent header made of a Hannover frontal (another hospital, not
+used to fit the image model) and a lateral of ``lateral_chest/`` (used to fit it, so that side
+is optimistic), every pair in both orders: how often the frontal is chosen.
+
     PYTHONPATH=$PWD python scripts/measure_view_selection.py [--data ../shared/data]
 """
 
@@ -23,8 +28,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from engine.exceptions import NoUsableImageError
-from engine.views import ViewCandidate, choose_views, classify_header
+import pydicom
+
+from engine.exceptions import NoUsableImageError, StudyError
+from engine.preprocessing import image_file_to_display
+from engine.view_model import THRESHOLD, frontal_probability
+from engine.views import ViewCandidate, choose_views, classify_header, select_views
 
 REFERENCE = {"PA": "frontal", "AP": "frontal", "LL": "lateral", "RL": "lateral",
              "LATERAL": "lateral", "LARGE LATERAL": "lateral"}
@@ -136,7 +145,41 @@ def main(argv: list[str] | None = None) -> int:
                 f"  previous rule (widest image): wrong {c['widest_wrong']} "
                 f"({c['widest_wrong'] / n:.1%}), width ties {c['widest_tie']}"
             )
+    real_files(args.data)
     return 0
+
+
+def real_files(data: Path) -> None:
+    print("shared DICOMs, one study each:")
+    for path in sorted((data / "dicom").glob("*.dcm")):
+        try:
+            reason = select_views([pydicom.dcmread(path)]).frontal_reason
+            print(f"  {path.name}: frontal ({reason})")
+        except StudyError as exc:
+            print(f"  {path.name}: not reported ({str(exc).split('(', 1)[1][:150]}...)")
+    frontal = [
+        frontal_probability(image_file_to_display(p))
+        for p in sorted((data / "hannover_covid" / "png").glob("*.png"))
+    ]
+    lateral = []
+    for p in sorted((data / "lateral_chest" / "images").iterdir()):
+        try:
+            lateral.append(frontal_probability(image_file_to_display(p)))
+        except StudyError:
+            continue
+    right = none = 0
+    for f in frontal:
+        for lat in lateral:
+            if max(f, lat) < THRESHOLD:
+                none += 1
+            elif f > lat:
+                right += 1
+    pairs = len(frontal) * len(lateral)
+    print(
+        f"silent-header studies (Hannover frontal + lateral, {pairs} pairs, either order): "
+        f"frontal chosen {right / pairs:.1%}, lateral chosen {(pairs - right - none) / pairs:.1%}, "
+        f"not reported (no image reaches P(frontal) {THRESHOLD}) {none / pairs:.1%}"
+    )
 
 
 if __name__ == "__main__":
