@@ -49,7 +49,7 @@ def describe(display: np.ndarray, prepared: PreparedImage) -> dict[str, float]:
 def run_source(
     items: list[tuple[str, Callable[[], tuple[np.ndarray, PreparedImage]]]],
 ) -> tuple[list[dict[str, float]], list[str]]:
-    rows, notes = [], []
+    rows, notes, names = [], [], []
     for name, load in items:
         try:
             display, prepared = load()
@@ -57,11 +57,12 @@ def run_source(
             notes.append(f"refused {name}: {exc.reason}")
             continue
         rows.append(describe(display, prepared))
+        names.append(name)
         notes.extend(f"flagged {name}: {w}" for w in prepared.warnings)
     if len(rows) <= 10:  # few images (the shared DICOMs): show each
         notes.extend(
             f"  {name}: mean {r['mean']:.3f}, std {r['std']:.3f}, letterbox {r['letterbox']:.1%}"
-            for (name, _), r in zip(items, rows, strict=False)
+            for name, r in zip(names, rows, strict=True)
         )
     return rows, notes
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import gzip
 import itertools
@@ -193,6 +194,19 @@ def test_silent_header_the_pixels_decide(nih: list[Path], laterals: list[Path]) 
             assert selection.frontal is frontal, (frontal_path.name, lateral_path.name)
             assert selection.lateral is lateral
             assert selection.frontal_reason.startswith("pixels: P(frontal)")
+
+
+def test_real_cr_without_view_header_is_frontal_by_its_pixels(
+    real_datasets: dict[str, Dataset], laterals: list[Path]
+) -> None:
+    cr = copy.deepcopy(real_datasets["rg1_chest_cr_uncompressed.dcm"])
+    for keyword in ("ViewPosition", "PatientOrientation", "BodyPartExamined"):
+        delattr(cr, keyword)
+    assert classify_view(cr).view is None
+    lateral = _wrap(laterals[0])
+    selection = select_views([lateral, cr])
+    assert (selection.frontal, selection.lateral) == (cr, lateral)
+    assert selection.frontal_reason.startswith("pixels")
 
 
 def test_shared_series_text_does_not_make_both_lateral(
