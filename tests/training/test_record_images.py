@@ -62,3 +62,12 @@ def test_record_views_by_the_node_rule(shared_data: Path) -> None:
     assert (front, side) == (1, 0) and reason.startswith("pixels")
     labelled = _record((ImageRef(lateral, "LATERAL"), ImageRef(frontal, "PA")))
     assert record_views(labelled)[:2] == (1, 0)
+
+
+def test_padchest_declares_the_dicom_bit_depth() -> None:
+    from training.data.padchest import declared_bits
+
+    assert declared_bits("12") == 12
+    assert declared_bits("12.0") == 12
+    assert declared_bits("") is None and declared_bits(None) is None
+    assert declared_bits("32") is None  # not a plausible depth: let the values speak
