@@ -124,11 +124,23 @@ class InputSpec(_Strict):
     std: float = Field(default=0.25, gt=0.0)
     #: What fills the lateral slot when a study has none (R2Gen repeats the single view).
     missing_lateral: Literal["repeat_frontal", "zeros"] = "repeat_frontal"
+    #: Intensity normalisation shared by training and serving (engine.preprocessing.intensity);
+    #: an engine refuses an artifact made with another one.
+    normalization: Literal["robust-percentile-v1"] = "robust-percentile-v1"
+    #: Train-time letterbox: "random-aspect" places a share ``train_letterbox_p`` of training
+    #: images at an aspect ratio (width/height) drawn from ``train_aspect_range``, so the model
+    #: has seen the bars served portrait radiographs get (engine.preprocessing.geometry).
+    train_letterbox: Literal["none", "random-aspect"] = "none"
+    train_letterbox_p: float = Field(default=0.5, ge=0.0, le=1.0)
+    train_aspect_range: tuple[float, float] = (0.8, 1.0)
 
     @model_validator(mode="after")
     def _frontal_first(self) -> InputSpec:
         if not self.views or self.views[0] != "frontal" or len(set(self.views)) != len(self.views):
             raise ValueError(f"views must start with 'frontal' and not repeat, got {self.views}")
+        low, high = self.train_aspect_range
+        if not 0 < low <= high:
+            raise ValueError(f"train_aspect_range must be 0 < low <= high, got {(low, high)}")
         return self
 
 

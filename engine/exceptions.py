@@ -69,3 +69,13 @@ class NotReportableError(StudyError):
     Not a failure: the node records the study as not reportable, with the reasons, and writes
     no report. Send the study to a radiologist as usual.
     """
+
+
+class ImageRejectedError(NoUsableImageError):
+    """An image cannot be meant as a chest radiograph for the model (one pixel, constant, too
+    small, a colour document page such as a dose report). ``reason`` is a short stable code:
+    ``"too_small"``, ``"constant"``, ``"colour_document"``, ``"not_frontal"``."""
+
+    def __init__(self, message: str, *, reason: str, study_instance_uid: str = "") -> None:
+        self.reason = reason
+        super().__init__(message, study_instance_uid=study_instance_uid)

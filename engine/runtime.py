@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from engine.artifact import EngineArtifact, FindingSpec, load_artifact
 from engine.backends import Backend, create_backend
@@ -34,7 +33,6 @@ from engine.preprocessing import (
     PreparedImage,
     prepare_dataset,
     prepare_image_file,
-    select_views,
     stack_views,
 )
 from engine.result import (
@@ -46,6 +44,7 @@ from engine.result import (
     StudyReport,
 )
 from engine.text import ReportTokenizer
+from engine.views import select_view_files, select_views
 from engine.writers import choose_text, laterality_from_region
 
 if TYPE_CHECKING:
@@ -54,10 +53,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-#: Dataset view spellings (``training.data.records.VIEWS`` and DICOM ViewPosition) of image files.
-_FILE_FRONTAL = ("PA", "AP")
-_FILE_LATERAL = frozenset({"LATERAL", "LAT", "LL", "RL"})
 
 
 @dataclass(frozen=True)
@@ -76,39 +71,11 @@ class ImageStudy:
             raise ValueError("ImageStudy.study_id must not be empty")
 
 
-def _aspect_of_file(path: Path) -> float:
-    try:
-        with Image.open(path) as img:  # reads the header only
-            width, height = img.size
-    except (OSError, ValueError):
-        return 0.0  # ranked last; if chosen anyway, preparing it names the error
-    return width / height if height else 0.0
-
-
 def select_image_views(study: ImageStudy) -> tuple[Path, Path | None, str]:
-    """Frontal file (PA before AP), lateral file or None, and why: the rule of
-    :func:`~engine.preprocessing.select_views` with the dataset's views in place of headers
-    (unlabelled: the widest image is the frontal, a portrait one the lateral)."""
-    if not study.images:
-        raise NoUsableImageError(
-            f"study {study.study_id}: no image file; nothing to report",
-            study_instance_uid=study.study_id,
-        )
-    views = [(Path(p), (v or "UNKNOWN").strip().upper()) for p, v in study.images]
-    frontals = [(p, v) for wanted in _FILE_FRONTAL for p, v in views if v == wanted]
-    laterals = [p for p, v in views if v in _FILE_LATERAL]
-    unknown = [p for p, v in views if v not in _FILE_FRONTAL and v not in _FILE_LATERAL]
-    if frontals:
-        frontal, reason = frontals[0][0], f"view {frontals[0][1]} (dataset)"
-    elif unknown:
-        frontal = max(unknown, key=_aspect_of_file)  # max keeps the first of equals
-        reason = "fallback: widest image without a view in the dataset"
-    else:
-        frontal, reason = laterals[0], "fallback: only lateral images in the study"
-    lateral = next((p for p in laterals if p != frontal), None)
-    if lateral is None:
-        lateral = next((p for p in unknown if p != frontal and _aspect_of_file(p) < 1.0), None)
-    return frontal, lateral, reason
+    """Frontal file, lateral file or None, and why (:func:`engine.views.select_view_files`:
+    the dataset's views in place of View Position, pixels for unlabelled images). Raises
+    :class:`NoUsableImageError` when no image is a usable frontal."""
+    return select_view_files(study.images, study.study_id)
 
 
 @dataclass(frozen=True)
@@ -192,6 +159,8 @@ class Engine:
         except StudyError as exc:
             exc.study_instance_uid = exc.study_instance_uid or study_uid
             raise
+        for warning in frontal.warnings:
+            logger.warning("study %s: %s", study_uid, warning)
         sources = tuple(p.sop_instance_uid for p in (frontal, lateral) if p is not None)
         if not all(sources):
             raise NoUsableImageError(

@@ -30,7 +30,9 @@ def _trt_reason() -> str | None:
 
 
 def _study_images(engine: Engine, datasets: dict[str, Dataset]) -> np.ndarray:
-    return np.stack([engine.prepare_study([ds]).images for ds in datasets.values()])
+    # The canine lateral DX alone is not reported (no frontal chest image): left out.
+    chest = [ds for name, ds in datasets.items() if not name.startswith("highdicom")]
+    return np.stack([engine.prepare_study([ds]).images for ds in chest])
 
 
 def test_registry_names_and_availability() -> None:
@@ -100,7 +102,7 @@ def test_decoder_step_agrees_with_cache(ort_engine: Engine, torch_engine: Engine
 def test_decoded_tokens_identical(
     tiny_artifact: EngineArtifact, real_datasets: dict[str, Dataset], num_beams: int
 ) -> None:
-    studies = [[ds] for ds in real_datasets.values()]
+    studies = [[ds] for name, ds in real_datasets.items() if not name.startswith("highdicom")]
     ort = create_engine(
         tiny_artifact,
         "onnxruntime",

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from engine.artifact import EngineArtifact
-from engine.exceptions import NoUsableImageError, PixelDecodeError
+from engine.exceptions import PixelDecodeError
 from engine.predict import main, read_study_list
-from engine.runtime import Engine, ImageStudy, create_engine, select_image_views
+from engine.runtime import Engine, ImageStudy, create_engine
 
 NIH_IMAGES = ("00000150_002.jpg", "00000165_001.jpg", "00000193_019.jpg")
 
@@ -104,24 +104,6 @@ def test_batch_size_does_not_change_the_reports(
     assert [x["findings"] for x in one] == [x["findings"] for x in three]
     for x, y in zip(one, three, strict=True):
         assert x["probabilities"] == pytest.approx(y["probabilities"], abs=1e-4)
-
-
-def test_views_from_the_dataset(pngs: dict[str, Path]) -> None:
-    a, b, c = (pngs[n] for n in NIH_IMAGES)
-    portrait = pngs["portrait"]
-    # PA before AP, whatever the order; a labelled lateral is the lateral.
-    assert select_image_views(ImageStudy("s", ((portrait, "LL"), (b, "AP"), (a, "PA")))) == (
-        a, portrait, "view PA (dataset)")
-    # Unlabelled: the widest image is the frontal and a portrait one the lateral.
-    frontal, lateral, reason = select_image_views(ImageStudy("s", ((portrait, None), (c, None))))
-    assert (frontal, lateral) == (c, portrait) and reason.startswith("fallback")
-    # Two square unlabelled images: the first is the frontal, and neither looks lateral.
-    assert select_image_views(ImageStudy("s", ((b, "UNKNOWN"), (a, None))))[:2] == (b, None)
-    assert select_image_views(ImageStudy("s", ((portrait, "LATERAL"),)))[:2] == (portrait, None)
-    with pytest.raises(NoUsableImageError, match="s"):
-        select_image_views(ImageStudy("s", ()))
-    with pytest.raises(ValueError, match="study_id"):
-        ImageStudy("", ())
 
 
 def test_two_view_engine_reads_the_lateral_file(

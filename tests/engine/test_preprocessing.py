@@ -203,15 +203,16 @@ def test_stretch_resize() -> None:
 
 
 @pytest.mark.parametrize("mode", ["L", "I;16"])
-def test_image_file_png(tmp_path: object, mode: str) -> None:
+def test_image_file_png_matches_dicom_of_same_pixels(tmp_path: object, mode: str) -> None:
     from pathlib import Path
 
     path = Path(str(tmp_path)) / "image.png"
     bits = 8 if mode == "L" else 16
-    pixels = phantom(70, 90, bits)
+    pixels = phantom(140, 180, bits)
     Image.fromarray(pixels).save(path)
     display = image_file_to_display(path)
-    np.testing.assert_allclose(display, pixels / (2**bits - 1), atol=1e-6)
+    reference = dicom_to_display(make_dataset(pixels, bits_stored=bits))
+    np.testing.assert_allclose(display, reference, atol=1e-6)
     assert prepare_image_file(path, SPEC).pixels.shape == (64, 64)
 
 

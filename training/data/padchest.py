@@ -6,7 +6,10 @@ came in), ``StudyID``, ``PatientID``, ``Projection`` (PA, AP, AP_horizontal, L, 
 ``Report`` (the Spanish report, preprocessed by the authors) and ``Labels`` (a Python list
 such as ``['pleural effusion', 'cardiomegaly']``); the 16-bit PNG images at
 ``<ImageDir>/<ImageID>`` (the zips extracted as numbered folders) or ``images/<ImageID>``.
-Images of one ``StudyID`` form one study; labels map through
+The PNGs keep the DICOM stored values in a 16-bit container; when the CSV has the
+``BitsStored_DICOM`` column (the published CSV does) each image declares that depth
+(``ImageRef.bits_stored``), so 12-bit images are not read as 16-bit ones. Images of one
+``StudyID`` form one study; labels map through
 :data:`training.label_maps.PADCHEST_TO_KEY`. PadChest publishes no split: it is hashed from
 ``PatientID``.
 """
@@ -35,6 +38,15 @@ _FIX = (
     "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv in this folder"
 )
 _REQUIRED = ("ImageID", "ImageDir", "StudyID", "PatientID", "Projection", "Report", "Labels")
+
+
+def declared_bits(raw: str | None) -> int | None:
+    """``BitsStored_DICOM`` as an int (8 to 16), None when absent or not a plausible depth."""
+    try:
+        bits = int(float(raw or ""))
+    except ValueError:
+        return None
+    return bits if 8 <= bits <= 16 else None
 
 
 def parse_label_list(raw: str, path: Path, image_id: str) -> list[str]:
@@ -97,6 +109,7 @@ class PadChestDataset(ChestXrayDataset):
                         ImageRef(
                             self._image_path(row["ImageDir"], row["ImageID"]),
                             normalize_view(row["Projection"]),
+                            bits_stored=declared_bits(row.get("BitsStored_DICOM")),
                         )
                         for row in group
                     ),

@@ -67,14 +67,22 @@ def normalize_split(raw: str) -> str:
 
 @dataclass(frozen=True)
 class ImageRef:
-    """One image of a study: where the file is (it may not exist here) and its view."""
+    """One image of a study: where the file is (it may not exist here) and its view.
+
+    ``bits_stored``: the real bit depth of a 16-bit PNG as the dataset declares it (e.g. 12-bit
+    data in 16-bit files); None lets :func:`engine.preprocessing.prepare_image_file` read the
+    PNG's sBIT chunk or infer it from the values.
+    """
 
     path: Path
     view: str = "UNKNOWN"
+    bits_stored: int | None = None
 
     def __post_init__(self) -> None:
         if self.view not in VIEWS:
             raise ValueError(f"ImageRef.view must be one of {VIEWS}, got {self.view!r}")
+        if self.bits_stored is not None and not 1 <= self.bits_stored <= 16:
+            raise ValueError(f"ImageRef.bits_stored must be 1 to 16, got {self.bits_stored}")
 
 
 @dataclass(frozen=True)
