@@ -14,15 +14,19 @@ Tables, not logic, so that a reviewer can read every decision:
   in PadChest and PadChest-GR), the ones frequent enough to matter.
 
 Choices worth knowing: blunting of the costophrenic angle counts as pleural effusion (its most
-common cause, as the CheXpert labeler treats it); pulmonary congestion counts as edema (as in
-CheXpert); volume loss counts as atelectasis; sternotomy wires, clips, lines, tubes and
-pacemakers all count as support devices; degenerative changes of the spine count as
-spondylosis.
+common cause, as the CheXpert labeler treats it) unless the report itself denies an effusion
+(:data:`MESH_SIGN_TO_KEY`); pulmonary congestion and heart failure count as edema (as in
+CheXpert); volume loss counts as atelectasis; sternotomy wires, clips, sutures, lines, tubes,
+pacemakers and surgical fusion all count as support devices; degenerative and arthritic changes
+of the spine count as spondylosis; calcification of the aorta counts as aortic atheromatosis
+(the project's convention, as PadChest labels it), not as calcification; hydropneumothorax is
+both a pneumothorax and an effusion.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from training.findings import FINDINGS_BY_KEY
 
@@ -67,7 +71,7 @@ CHEXPERT_TO_KEY: dict[str, str] = {
     "Support Devices": "support_devices",
 }
 
-MESH_HEAD_TO_KEY: dict[str, str | None] = {
+MESH_HEAD_TO_KEY: dict[str, str | tuple[str, ...] | None] = {
     "normal": "no_finding",
     "Cardiomegaly": "cardiomegaly",
     "Pulmonary Atelectasis": "atelectasis",
@@ -81,7 +85,7 @@ MESH_HEAD_TO_KEY: dict[str, str | None] = {
     "Pneumonia": "pneumonia",
     "Pleural Effusion": "pleural_effusion",
     "Pneumothorax": "pneumothorax",
-    "Hydropneumothorax": "pneumothorax",
+    "Hydropneumothorax": ("pneumothorax", "pleural_effusion"),
     "Hemopneumothorax": "pneumothorax",
     "Pulmonary Edema": "edema",
     "Pulmonary Congestion": "edema",
@@ -114,6 +118,11 @@ MESH_HEAD_TO_KEY: dict[str, str | None] = {
     "Tube, Inserted": "support_devices",
     "Medical Device": "support_devices",
     "Stents": "support_devices",
+    "Sutures": "support_devices",
+    "Spinal Fusion": "support_devices",
+    "Cavitation": "lung_lesion",
+    "Heart Failure": "edema",
+    "Hyperostosis, Diffuse Idiopathic Skeletal": "spondylosis",
     # Considered and left out: not in the finding set, or too vague on their own.
     "Lung": None,
     "Markings": None,
@@ -133,7 +142,10 @@ MESH_HEAD_TO_KEY: dict[str, str | None] = {
     "Foreign Bodies": None,
     "Subcutaneous Emphysema": None,
     "Pericardial Effusion": None,
-    "Heart Failure": None,
+    "Arthritis": None,  # any joint; the spine's is mapped below
+    "Blister": None,
+    "Pleura": None,
+    "Sulcus": None,
 }
 
 #: (head, qualifier) -> key; a qualifier is any ``/``-separated part after the head.
@@ -150,9 +162,18 @@ MESH_QUALIFIED_TO_KEY: tuple[tuple[str, str, str], ...] = (
     ("Aorta", "tortuous", "aortic_elongation"),
     ("Aorta, Thoracic", "tortuous", "aortic_elongation"),
     ("Aorta", "calcified", "aortic_atheromatosis"),
+    ("Calcinosis", "aorta", "aortic_atheromatosis"),
+    ("Calcinosis", "aorta, thoracic", "aortic_atheromatosis"),
+    ("Arthritis", "spine", "spondylosis"),
+    ("Arthritis", "thoracic vertebrae", "spondylosis"),
+    ("Arthritis", "lumbar vertebrae", "spondylosis"),
+    ("Arthritis", "cervical vertebrae", "spondylosis"),
+    ("Diaphragm", "flattened", "hyperinflation"),
+    ("Blister", "lung", "emphysema"),
+    # In IU reports nearly always "bronchovascular crowding", the sign of low lung volumes.
+    ("Markings", "bronchovascular", "hypoinflation"),
     ("Aorta, Thoracic", "calcified", "aortic_atheromatosis"),
     ("Diaphragm", "elevated", "elevated_hemidiaphragm"),
-    ("Costophrenic Angle", "blunted", "pleural_effusion"),
     ("Thickening", "pleura", "pleural_thickening"),
     ("Pleura", "thickening", "pleural_thickening"),
     ("Cardiac Shadow", "enlarged", "cardiomegaly"),
@@ -160,6 +181,14 @@ MESH_QUALIFIED_TO_KEY: tuple[tuple[str, str, str], ...] = (
     ("Mediastinum", "prominent", "enlarged_cardiomediastinum"),
     ("Mediastinum", "enlarged", "enlarged_cardiomediastinum"),
     ("Mediastinum", "widened", "enlarged_cardiomediastinum"),
+)
+
+#: Signs of a finding, (head, qualifier) -> key: the key holds unless the report denies it
+#: ("Blunting of the costophrenic angle, likely scarring. No pleural effusion.").
+MESH_SIGN_TO_KEY: tuple[tuple[str, str, str], ...] = (
+    ("Costophrenic Angle", "blunted", "pleural_effusion"),
+    ("Pleura", "blunted", "pleural_effusion"),
+    ("Sulcus", "blunted", "pleural_effusion"),
 )
 
 PADCHEST_TO_KEY: dict[str, str] = {
@@ -203,7 +232,6 @@ PADCHEST_TO_KEY: dict[str, str] = {
     "pneumothorax": "pneumothorax",
     "hydropneumothorax": "pneumothorax",
     "pulmonary edema": "edema",
-    "alveolar edema": "edema",
     "kerley lines": "edema",
     "scoliosis": "scoliosis",
     "kyphosis": "kyphosis",
@@ -259,8 +287,9 @@ def _check_tables() -> None:
     targets: list[str | None] = [
         *NIH_TO_KEY.values(),
         *CHEXPERT_TO_KEY.values(),
-        *MESH_HEAD_TO_KEY.values(),
+        *(k for v in MESH_HEAD_TO_KEY.values() for k in ((v,) if isinstance(v, str) else v or ())),
         *(key for _, _, key in MESH_QUALIFIED_TO_KEY),
+        *(key for _, _, key in MESH_SIGN_TO_KEY),
         *PADCHEST_TO_KEY.values(),
     ]
     unknown = sorted({t for t in targets if t is not None and t not in FINDINGS_BY_KEY})
@@ -286,17 +315,34 @@ def padchest_to_key(label: str) -> str | None:
     return PADCHEST_TO_KEY.get(label.strip().lower())
 
 
-def mesh_to_keys(term: str) -> set[str]:
+def mesh_to_keys(term: str, denied: Iterable[str] = ()) -> set[str]:
     """The finding keys of one IU X-Ray MeSH term such as ``"Opacity/lung/base/left/mild"``.
 
-    Qualified rules are tried first, then the head alone. An unmapped term gives an empty set.
+    Qualified rules are tried first, then signs (:data:`MESH_SIGN_TO_KEY`, dropped for the keys
+    in ``denied``: those the report says are absent), then the head alone. An unmapped term
+    gives an empty set.
     """
     parts = [p.strip() for p in term.split("/")]
     head, qualifiers = parts[0], {p.lower() for p in parts[1:] if p}
     keys = {key for h, q, key in MESH_QUALIFIED_TO_KEY if h == head and q in qualifiers}
     if keys:
         return keys
-    key = MESH_HEAD_TO_KEY.get(head)
-    if key is None and head not in MESH_HEAD_TO_KEY:
+    signs = {key for h, q, key in MESH_SIGN_TO_KEY if h == head and q in qualifiers}
+    if signs:
+        return signs - set(denied)
+    value = MESH_HEAD_TO_KEY.get(head)
+    if value is None and head not in MESH_HEAD_TO_KEY:
         logger.debug("IU MeSH head %r has no mapping", head)
-    return {key} if key else set()
+    if value is None:
+        return set()
+    return {value} if isinstance(value, str) else set(value)
+
+
+def mesh_sign_keys(terms: Iterable[str]) -> set[str]:
+    """The keys that ``terms`` give only through signs: those that need the report's reading."""
+    out: set[str] = set()
+    for term in terms:
+        parts = [p.strip() for p in term.split("/")]
+        qualifiers = {p.lower() for p in parts[1:] if p}
+        out |= {key for h, q, key in MESH_SIGN_TO_KEY if h == parts[0] and q in qualifiers}
+    return out

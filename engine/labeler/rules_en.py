@@ -61,16 +61,12 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "atelectasis": (
         r"atelecta\w*",
         r"(?:lobar|segmental|lung|partial) collapse",
-        r"volume loss",
     ),
     "pneumothorax": (r"pneumothora(?:x|ces)", r"hydropneumothorax"),
     "pleural_effusion": (
         r"(?:pleural )?effusions?",
         r"pleural fluid",
-        r"blunting of (?:the )?(?:\w+ )?costophrenic",
-        r"costophrenic (?:\w+ )?blunting",
-        r"costophrenic (?:angles?|sulc(?:us|i)) (?:is |are )?(?:\w+ )?blunt\w*",
-        r"blunted (?:\w+ )?costophrenic",
+        r"hydropneumothora(?:x|ces)",
     ),
     "pleural_other": (
         r"pleural (?:plaques?|calcifications?|scarring)",
@@ -109,10 +105,19 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:pacemaker |pacer |defibrillator )?generator",
         r"(?:vertebro|kypho)plasty",
         r"(?:orthopedic |fixation |surgical )?(?:screws?|plates?|rods?)",
+        # Surgical fusion of the spine: its hardware, or the fused segment itself.
+        r"(?:spinal|spine|cervical|thoracic|lumbar|thoracolumbar|lumbosacral|vertebral|interbody|"
+        r"surgical|postsurgical|postoperative|operative|anterior|posterior)"
+        r"(?: [\w-]+){0,5} fusion",
+        r"fusion (?:hardware|plates?|rods?|screws?|devices?)",
+        r"acdf",
+        r"sutures?",
+        r"suture (?:lines?|material)",
+        r"staples?",
     ),
     "infiltration": (r"infiltrat\w*",),
-    "mass": (r"mass(?:es)?", r"mass-like"),
-    "nodule": (r"nodul(?:e|es|ar|arity)",),
+    "mass": (r"mass(?:es)?",),
+    "nodule": (r"nodules?",),
     "emphysema": (r"emphysem\w*", r"bullae", r"bullous", r"bulla"),
     "fibrosis": (r"fibros\w*", r"fibrotic (?:changes?|lung disease)"),
     "pleural_thickening": (
@@ -150,6 +155,10 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "kyphosis": (r"kyphos\w*", r"kyphotic"),
     "spondylosis": (
         r"spondylo\w*",
+        # Arthritis of the spine, not of the shoulders.
+        r"\w*arthri\w* (?:changes? )?(?:of |in |involving |within |along )?(?:the )?"
+        r"(?:[\w-]+ ){0,2}(?:spine|spinal|vertebra\w*|facets?|discs?)",
+        r"(?:spine|spinal|vertebral|facet|thoracic|lumbar|cervical) (?:[\w-]+ ){0,2}\w*arthri\w*",
         r"degenerative (?:\w+ ){0,3}(?:spine|spinal|vertebra\w*|thoracic|disc|endplate)\w*",
         r"degenerative changes?",
         r"degenerative disease",
@@ -157,19 +166,21 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"diffuse idiopathic skeletal hyperostosis",
     ),
     "aortic_elongation": (
-        r"tortuous (?:\w+ )?aort\w*",
-        r"aort\w* (?:is |appears |remains )?(?:\w+ )?tortuous",
-        r"tortuosity of the (?:\w+ )?aorta",
-        r"(?:elongat|unfold|ectati)\w* (?:of the )?(?:\w+ )?aort\w*",
-        r"aorta (?:is |appears )?(?:\w+ )?(?:elongated|unfolded|ectatic)",
-        r"aortic (?:tortuosity|ectasia|unfolding)",
+        # "tortuous thoracic aorta", "tortuosity of the descending thoracic aorta"
+        r"(?:tortu|elongat|unfold|ectati)\w*,? (?:and [\w-]+ )?(?:of |in )?(?:the )?"
+        r"(?:[\w-]+ ){0,3}aort\w*",
+        # "the aorta is tortuous", "the thoracic aorta is calcified and mildly tortuous"
+        r"aort\w* (?:[\w-]+ ){0,2}(?:is |are |appears? |remains? |demonstrates |shows )?"
+        r"(?:[\w-]+ ){0,4}(?:tortu|elongat|unfold|ectati)\w*",
     ),
     "aortic_atheromatosis": (
         r"atheroscleros\w*",
         r"atherosclerotic",
-        r"atheromatous",
-        r"(?:aortic|aorta) (?:arch |knob )?calcifi\w*",
-        r"calcifi\w* (?:of )?(?:the )?(?:aortic arch|aortic knob|aorta|aortic)",
+        r"atheromat\w*",
+        # Calcification of the aorta (the project's convention: atheromatosis, not calcification).
+        r"aort\w* (?:[\w-]+ ){0,2}(?:is |are |appears? |remains? |demonstrates |shows |with )?"
+        r"(?:[\w-]+ ){0,3}calcifi\w*",
+        r"calcifi\w*,? (?:and [\w-]+ )?(?:[\w-]+ ){0,5}aort\w*",
     ),
     "elevated_hemidiaphragm": (
         r"elevat\w* (?:of )?(?:the )?(?:right |left )?(?:hemi-?)?diaphragm\w*",
@@ -205,6 +216,28 @@ NORMAL: dict[str, tuple[str, ...]] = {
     "hyperinflation": (r"(?:lungs? (?:are |is )?)?normally (?:inflated|expanded)",),
 }
 
+#: Signs that point at a finding without naming it; they count only when the report does not
+#: name the finding itself (see :class:`engine.labeler.rules.LanguageRules`).
+INDIRECT: dict[str, tuple[str, ...]] = {
+    "pleural_effusion": (
+        r"blunting of (?:the )?(?:[\w-]+ ){0,2}costophrenic",
+        r"costophrenic (?:[\w-]+ ){0,2}blunting",
+        r"(?:costophrenic|cp) (?:angles?|sulc(?:us|i)|recess(?:es)?) (?:is |are |remains? )?"
+        r"(?:[\w-]+ ){0,2}blunt\w*",
+        r"blunted (?:[\w-]+ ){0,2}(?:costophrenic|cp|sulc(?:us|i))",
+        r"(?:sulc(?:us|i)) (?:is |are )?(?:[\w-]+ ){0,2}blunt\w*",
+    ),
+    "nodule": (r"nodular(?:ity)?", r"nodularit(?:y|ies)"),
+    "mass": (r"mass-?like",),
+    "atelectasis": (r"volume loss",),
+    # Crowded bronchovascular markings are what low lung volumes look like.
+    "hypoinflation": (
+        r"(?:bronchovascular|bronchopulmonary|vascular|bronchial) (?:[\w-]+ )?crowding",
+        r"crowd\w* (?:of )?(?:the )?(?:central |basilar )?(?:bronchovascular|vascular) "
+        r"(?:and interstitial )?markings",
+    ),
+}
+
 EXCLUDE: dict[str, tuple[str, ...]] = {
     "pleural_effusion": (r"pericardial effusions?", r"joint effusions?"),
     "emphysema": (r"subcutaneous emphysema", r"soft tissue emphysema"),
@@ -213,9 +246,13 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
         r"(?:bony|osseous|bone|lytic|sclerotic|skeletal|blastic|skin|cutaneous) lesions?",
     ),
     "calcification": (
-        r"calcified (?:granuloma|granulomas|nodule|nodules)",
-        r"(?:aortic|aorta) (?:arch |knob )?calcifi\w*",
-        r"calcifi\w* (?:of )?(?:the )?(?:aortic arch|aortic knob|aorta|aortic)",
+        # What other findings already say: calcified granulomas, calcified aorta.
+        r"calcifi\w* (?:[\w-]+ ){0,3}(?:granulom\w*|nodules?)",
+        r"granulom\w* (?:[\w-]+ ){0,3}calcifi\w*",
+        r"aort\w* (?:[\w-]+ ){0,2}(?:is |are |appears? |remains? |demonstrates |shows |with )?"
+        r"(?:[\w-]+ ){0,3}calcifi\w*",
+        r"calcifi\w*,? (?:and [\w-]+ )?(?:[\w-]+ ){0,5}aort\w*",
+        r"atherosclerotic (?:[\w-]+ ){0,2}calcifi\w*",
     ),
     "lung_opacity": (r"(?:bone|bony|mineral) densit(?:y|ies)", r"nodular opacit(?:y|ies)"),
     "hernia": (r"(?:inguinal|umbilical|ventral) hernias?",),
@@ -271,6 +308,11 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"questionable",
     r"question of",
     r"suspicious for",
+    r"worrisome for",
+    r"worrisome",
+    r"raises? (?:the )?(?:possibility|question) of",
+    r"(?:could|may|might) (?:also )?(?:be|represent) (?:due to|related to|secondary to)",
+    r"favou?r(?:ed|s)?",
     r"suspected",
     r"suspect",
     r"suggestive of",
@@ -339,9 +381,12 @@ TERMINATORS: tuple[str, ...] = (
     r":",
 )
 
+ALTERNATIVES: tuple[str, ...] = (r"or", r"and/or")
+
 RULES_EN = LanguageRules(
     lang="en",
     mentions=MENTIONS,
+    indirect=INDIRECT,
     normal=NORMAL,
     exclude=EXCLUDE,
     negation_pre=NEGATION_PRE,
@@ -350,4 +395,5 @@ RULES_EN = LanguageRules(
     uncertain_post=UNCERTAIN_POST,
     pseudo=PSEUDO,
     terminators=TERMINATORS,
+    alternatives=ALTERNATIVES,
 )
