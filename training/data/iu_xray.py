@@ -32,11 +32,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from engine.labeler import get_labeler
 from training.data.base import ChestXrayDataset, hashed_split, read_csv
 from training.data.records import ImageRef, Presence, StudyRecord, normalize_split, normalize_view
 from training.data.registry import register_dataset
 from training.exceptions import DatasetFileNotFoundError, DatasetFormatError
-from engine.labeler import get_labeler
 from training.label_maps import mesh_sign_keys, mesh_to_keys
 
 logger = logging.getLogger(__name__)

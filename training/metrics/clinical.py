@@ -180,10 +180,7 @@ def _summary_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray,
     p = _ratio(tp, tp + fp)
     r = _ratio(tp, tp + fn)
     f = _ratio(2 * p * r, p + r)
-    if macro_over == "all":
-        mask = np.ones_like(tp, dtype=bool)
-    else:
-        mask = (tp + fp + fn) > 0
+    mask = np.ones_like(tp, dtype=bool) if macro_over == "all" else (tp + fp + fn) > 0
     n = mask.sum(axis=-1)
 
     def macro(x: np.ndarray) -> np.ndarray:
@@ -302,8 +299,9 @@ def clinical_intervals(
         columns = [ref & pred, ~ref & pred, ref & ~pred]
         full = [c.sum(axis=0).astype(np.float64) for c in columns]
         drawn = [weights @ c.astype(np.float64) for c in columns]
-        estimates = {k: float(v) for k, v in _summary_from_counts(*full, macro_over).items()}
-        samples = _summary_from_counts(*drawn, macro_over)
+        estimates = {k: float(v) for k, v in
+                     _summary_from_counts(full[0], full[1], full[2], macro_over).items()}
+        samples = _summary_from_counts(drawn[0], drawn[1], drawn[2], macro_over)
         for j, key in enumerate(keys):
             tp, fp, fn = (c[j] for c in full)
             if tp + fp + fn == 0 and macro_over != "all":
@@ -334,8 +332,8 @@ __all__ = [
     "CHEXPERT5_KEYS",
     "CHEXPERT_KEYS",
     "CHEXPERT_ROLLUP",
-    "SUMMARY_SETS",
     "PRF",
+    "SUMMARY_SETS",
     "ClinicalScores",
     "clinical_intervals",
     "clinical_scores",

@@ -254,7 +254,7 @@ class _Cider:
         for ngram, c in vocab.items():
             order[c] = len(ngram) - 1
 
-        def arrays(rows: list[int], cols: list[int], vals: list[float]) -> tuple[
+        def arrays(rows: list[int], cols: list[int], vals: Sequence[float]) -> tuple[
                 np.ndarray, np.ndarray, np.ndarray]:
             r, c = np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp)
             return r * 4 + order[c], c, np.array(vals, dtype=np.float64)
@@ -290,7 +290,8 @@ class _Cider:
 class NLGCorpus:
     """References and hypotheses prepared once, scored on the whole corpus or any resample.
 
-    Use as a context manager (METEOR keeps a Java process), or call :meth:`close`.
+    Use as a context manager (METEOR keeps a Java process), or call :meth:`close`. Pass a
+    running ``meteor_scorer`` to share one Java process between corpora (it is not closed here).
     """
 
     def __init__(
@@ -301,6 +302,7 @@ class NLGCorpus:
         lang: str = "en",
         tokenizer: str = "r2gen",
         meteor: bool = True,
+        meteor_scorer: MeteorScorer | None = None,
     ) -> None:
         if len(references) != len(hypotheses):
             raise ValueError(
@@ -347,9 +349,10 @@ class NLGCorpus:
         self._meteor_numbers: np.ndarray | None = None
         self._meteor_total: float | None = None
         self.meteor_error: str | None = None
+        self._owns_meteor = meteor_scorer is None
         if meteor:
             try:
-                self._meteor = MeteorScorer(lang)
+                self._meteor = meteor_scorer or MeteorScorer(lang)
                 self._meteor_stats = self._meteor.statistics(gts, res)
                 self._meteor_total, _ = self._meteor.evaluate(self._meteor_stats)
             except MetricError as exc:
@@ -407,9 +410,9 @@ class NLGCorpus:
         return out
 
     def close(self) -> None:
-        if self._meteor is not None:
+        if self._meteor is not None and self._owns_meteor:
             self._meteor.close()
-            self._meteor = None
+        self._meteor = None
 
     def __enter__(self) -> NLGCorpus:
         return self
