@@ -11,7 +11,11 @@ Tables, not logic, so that a reviewer can read every decision:
   unless a (head, qualifier) rule matches first; heads mapped to ``None`` were considered and
   deliberately left out (not in the finding set, or too vague such as ``Lung`` alone).
 - :data:`PADCHEST_TO_KEY`: the PadChest radiological labels (``Labels`` column, lower case, as
-  in PadChest and PadChest-GR), the ones frequent enough to matter.
+  in PadChest and PadChest-GR), reviewed against PadChest's full label list (Bustos et al.
+  2020). Left out on purpose: diagnoses and signs without a finding of their own (COPD signs,
+  vascular redistribution, pulmonary hypertension, adenopathy, chronic changes), extrathoracic
+  and bone findings other than fractures, and "surgery" subtypes that are not devices
+  (mastectomy). PadChest's "hydropneumothorax" maps to pneumothorax only (one key per label).
 
 Choices worth knowing: blunting of the costophrenic angle counts as pleural effusion (its most
 common cause, as the CheXpert labeler treats it) unless the report itself denies an effusion
@@ -195,10 +199,15 @@ PADCHEST_TO_KEY: dict[str, str] = {
     "normal": "no_finding",
     "pleural effusion": "pleural_effusion",
     "loculated pleural effusion": "pleural_effusion",
+    "loculated fissural effusion": "pleural_effusion",
+    "empyema": "pleural_effusion",
     "costophrenic angle blunting": "pleural_effusion",
     "cardiomegaly": "cardiomegaly",
     "pneumonia": "pneumonia",
+    "atypical pneumonia": "pneumonia",
     "atelectasis": "atelectasis",
+    "atelectasis basal": "atelectasis",
+    "volume loss": "atelectasis",
     "laminar atelectasis": "atelectasis",
     "lobar atelectasis": "atelectasis",
     "segmental atelectasis": "atelectasis",
@@ -219,19 +228,27 @@ PADCHEST_TO_KEY: dict[str, str] = {
     "pulmonary mass": "mass",
     "lung metastasis": "lung_lesion",
     "cavitation": "lung_lesion",
+    "abscess": "lung_lesion",
     "emphysema": "emphysema",
     "bullas": "emphysema",
     "air trapping": "hyperinflation",
+    "hyperinflated lung": "hyperinflation",
+    "flattened diaphragm": "hyperinflation",
+    "hypoexpansion": "hypoinflation",
+    "hypoexpansion basal": "hypoinflation",
+    "bronchovascular markings": "interstitial_pattern",
     "pulmonary fibrosis": "fibrosis",
     "fibrotic band": "scarring",
     "pleural thickening": "pleural_thickening",
     "apical pleural thickening": "pleural_thickening",
     "pleural plaques": "pleural_other",
+    "calcified pleural plaques": "pleural_other",
     "calcified pleural thickening": "pleural_thickening",
     "hiatal hernia": "hernia",
     "pneumothorax": "pneumothorax",
     "hydropneumothorax": "pneumothorax",
     "pulmonary edema": "edema",
+    "heart insufficiency": "edema",  # as CheXpert reads heart failure
     "kerley lines": "edema",
     "scoliosis": "scoliosis",
     "kyphosis": "kyphosis",
@@ -246,6 +263,7 @@ PADCHEST_TO_KEY: dict[str, str] = {
     "calcified densities": "calcification",
     "bronchiectasis": "bronchiectasis",
     "hemidiaphragm elevation": "elevated_hemidiaphragm",
+    "diaphragmatic eventration": "elevated_hemidiaphragm",
     "tuberculosis": "tuberculosis",
     "tuberculosis sequelae": "tuberculosis",
     "mediastinal enlargement": "enlarged_cardiomediastinum",
@@ -258,6 +276,7 @@ PADCHEST_TO_KEY: dict[str, str] = {
     "humeral fracture": "fracture",
     "vertebral fracture": "fracture",
     "vertebral compression": "fracture",
+    "vertebral anterior compression": "fracture",
     "pacemaker": "support_devices",
     "dual chamber device": "support_devices",
     "single chamber device": "support_devices",
@@ -280,6 +299,15 @@ PADCHEST_TO_KEY: dict[str, str] = {
     "surgery": "support_devices",
     "metal": "support_devices",
     "osteosynthesis material": "support_devices",
+    "suture material": "support_devices",
+    "bone cement": "support_devices",
+    "humeral prosthesis": "support_devices",
+    "endoprosthesis": "support_devices",
+    "aortic endoprosthesis": "support_devices",
+    "gastrostomy tube": "support_devices",
+    "nephrostomy tube": "support_devices",
+    "double j stent": "support_devices",
+    "ventriculoperitoneal drain tube": "support_devices",
 }
 
 

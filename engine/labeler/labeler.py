@@ -197,36 +197,37 @@ class FindingsLabeler:
     def _alternatives(
         self, folded: str, found: list[tuple[str, int, int, str]], mentions: list[Mention]
     ) -> list[Mention]:
-        """Make present findings joined as alternatives ("A, B or C") uncertain."""
+        """Make present findings offered as alternatives uncertain: "A or B", and the whole
+        list in "A, B, or C" (a list only with the comma before "or": without it, "opacity,
+        scarring or atelectasis" offers two explanations of an opacity that is there)."""
         if self._alt_link is None or len(mentions) < 2:
             return mentions
         order = sorted(
             (i for i, f in enumerate(found) if f[3] != "normal"), key=lambda i: found[i][1]
         )
-        groups: list[list[int]] = []
-        has_or: list[bool] = []
-        for i in order:
-            if groups:
-                prev = found[groups[-1][-1]]
-                gap = folded[prev[2] : found[i][1]]
-                if prev[0] != found[i][0] and self._alt_link.fullmatch(gap):
-                    groups[-1].append(i)
-                    has_or[-1] = True
-                    continue
-                if prev[0] != found[i][0] and self._list_link.fullmatch(gap):
-                    groups[-1].append(i)
-                    continue
-            groups.append([i])
-            has_or.append(False)
-        out = list(mentions)
-        for group, alternative in zip(groups, has_or, strict=True):
-            if not alternative or len({found[i][0] for i in group}) < 2:
+        uncertain: set[int] = set()
+        for pos in range(1, len(order)):
+            prev, cur = found[order[pos - 1]], found[order[pos]]
+            gap = folded[prev[2] : cur[1]]
+            if prev[0] == cur[0] or not self._alt_link.fullmatch(gap):
                 continue
-            for i in group:
-                if out[i].presence == "present":
-                    m = out[i]
-                    out[i] = Mention(m.finding, "uncertain", m.text, m.sentence,
-                                     "alternative", m.direct)
+            group = [order[pos - 1], order[pos]]
+            if "," in gap:  # "A, B, or C": the list before the "or" belongs to it
+                back = pos - 1
+                while back > 0:
+                    before, after = found[order[back - 1]], found[order[back]]
+                    if not self._list_link.fullmatch(folded[before[2] : after[1]]):
+                        break
+                    back -= 1
+                    group.append(order[back])
+            if len({found[i][0] for i in group}) >= 2:
+                uncertain.update(group)
+        out = list(mentions)
+        for i in uncertain:
+            m = out[i]
+            if m.presence == "present":
+                out[i] = Mention(m.finding, "uncertain", m.text, m.sentence, "alternative",
+                                 m.direct)
         return out
 
     def _presence(
