@@ -158,6 +158,9 @@ MESH_QUALIFIED_TO_KEY: tuple[tuple[str, str, str], ...] = (
     ("Lung", "hyperdistention", "hyperinflation"),
     ("Lung", "interstitial", "interstitial_pattern"),
     ("Markings", "interstitial", "interstitial_pattern"),
+    # An interstitial opacity is both an opacity and an interstitial pattern.
+    ("Opacity", "interstitial", "lung_opacity"),
+    ("Opacity", "interstitial", "interstitial_pattern"),
     ("Markings", "reticular", "interstitial_pattern"),
     ("Thoracic Vertebrae", "degenerative", "spondylosis"),
     ("Spine", "degenerative", "spondylosis"),

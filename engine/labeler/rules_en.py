@@ -14,8 +14,8 @@ _W = r"(?:[\w-]+ )"
 
 MENTIONS: dict[str, tuple[str, ...]] = {
     "enlarged_cardiomediastinum": (
-        r"(?:enlarged|widened|widening of the|prominent|enlargement of the) (?:superior )?"
-        r"(?:cardio)?mediastin\w*",
+        r"(?:enlarged|widened|widening of the|prominent|enlargement of the) "
+        r"(?:superior |upper )?(?:cardio)?mediastin\w*",
         r"(?:cardio)?mediastin\w* (?:silhouette |contours? |width )?"
         rf"(?:is |are |appears? |remains? )?{_W}{{0,2}}(?:widen\w*|enlarg\w*|prominen\w*)",
         r"mediastinal (?:widening|enlargement|prominence)",
@@ -49,6 +49,13 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"congestive heart failure",
         r"chf",
         r"kerley b? ?lines",
+        # Signs of venous congestion, counted as edema as CheXpert does.
+        r"(?:central |pulmonary |perihilar )?vascular (?:prominence|engorgement|indistinctness|"
+        r"redistribution|cephalization)",
+        r"(?:pulmonary )?venous (?:hypertension|engorgement|congestion)",
+        r"cephalization",
+        r"prominen\w* (?:of (?:the )?)?(?:central |pulmonary |lung |perihilar )?vascul\w*",
+        r"indistinct (?:central )?(?:pulmonary )?(?:vascular|vessels?)\w*",
     ),
     "consolidation": (r"consolidat\w*",),
     "pneumonia": (
@@ -83,6 +90,15 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"pacemakers?",
         r"pacers?",
         r"aicd",
+        r"icds?",
+        r"(?:nerve |vagal nerve )?stimulators?",
+        r"(?:cardiac |ecg |ekg )?monitor(?:ing)? (?:leads?|wires?|electrodes?)",
+        r"electrodes?",
+        # A de-identified device whose tip is described ("right chest XXXX tip in the SVC").
+        r"tip (?:is |remains |again )?(?:projecting|projects|overlying|overlies|terminating|"
+        r"terminates|in|at|within|near|over)",
+        r"prosthe\w*",
+        r"arthroplast\w*",
         r"defibrillators?",
         r"(?:pacing|pacer) (?:wires?|leads?)",
         r"sternotomy wires?",
@@ -191,7 +207,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "bronchiectasis": (r"bronchiecta\w*",),
     "interstitial_pattern": (
         r"interstitial (?:markings?|pattern|opacit\w*|prominence|lung disease|disease|changes?|"
-        r"thickening|edema)",
+        r"thickening)",
         r"reticul\w* (?:opacit\w*|markings?|pattern|changes?)",
         r"reticulonodular",
         r"(?:increased|prominent|coarse\w*) (?:interstitial |lung |bronchovascular )markings",
@@ -243,7 +259,12 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     "emphysema": (r"subcutaneous emphysema", r"soft tissue emphysema"),
     "fibrosis": (r"cystic fibrosis",),
     "lung_lesion": (
-        r"(?:bony|osseous|bone|lytic|sclerotic|skeletal|blastic|skin|cutaneous) lesions?",
+        r"(?:bony|osseous|bone|lytic|sclerotic|skeletal|blastic|skin|cutaneous|expansile) "
+        r"(?:[\w-]+ )?lesions?",
+        # A lesion of a bone is not a lung lesion; a mass lesion is a mass.
+        r"lesions? (?:of|in|involving|within|along) (?:the )?(?:[\w-]+ ){0,3}(?:ribs?|humer\w*|"
+        r"clavic\w*|scapul\w*|vertebra\w*|spine|sternum|bones?)",
+        r"mass(?:-like)? lesions?",
     ),
     "calcification": (
         # What other findings already say: calcified granulomas, calcified aorta.
@@ -254,13 +275,16 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
         r"calcifi\w*,? (?:and [\w-]+ )?(?:[\w-]+ ){0,5}aort\w*",
         r"atherosclerotic (?:[\w-]+ ){0,2}calcifi\w*",
     ),
-    "lung_opacity": (r"(?:bone|bony|mineral) densit(?:y|ies)", r"nodular opacit(?:y|ies)"),
+    "lung_opacity": (r"(?:bone|bony|mineral) densit(?:y|ies)",),
     "hernia": (r"(?:inguinal|umbilical|ventral) hernias?",),
     "pneumonia": (
         r"(?:urinary|urinary tract) infection",
         r"granulomatous (?:infection|disease|process)",
     ),
-    "support_devices": (r"(?:lobar|lung|partial) collapse",),
+    "support_devices": (
+        r"(?:lobar|lung|partial) collapse",
+        r"(?:breast|mammary) (?:prosthes\w*|implants?)",
+    ),
 }
 
 NEGATION_PRE: tuple[str, ...] = (
@@ -292,6 +316,8 @@ NEGATION_POST: tuple[str, ...] = (
     r"not (?:seen|identified|present|visualized|demonstrated|evident|appreciated|detected)",
     r"(?:has|have) (?:resolved|cleared|been removed)",
     r"(?:is|are) (?:absent|negative|gone)",
+    # "Heart size and pulmonary vascular engorgement appear within limits of normal."
+    r"appears? within (?:the )?(?:limits of normal|normal limits)",
     r"resolved",
     r"removed",
 )
@@ -327,7 +353,7 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"cannot be (?:excluded|ruled out)",
     r"not (?:entirely |completely )?excluded",
     r"difficult to exclude",
-    r"differential (?:diagnosis )?(?:includes?|considerations? include)",
+    r"differential (?:diagnosis )?(?:includes?|including|considerations? include)",
     r"versus",
     r"vs\.?",
     r"presumably",
@@ -344,11 +370,13 @@ UNCERTAIN_PRE: tuple[str, ...] = (
 )
 
 UNCERTAIN_POST: tuple[str, ...] = (
+    r"(?:should|must|needs? to|to) be (?:excluded|ruled out)",
     r"(?:cannot|can not|can't) be (?:excluded|ruled out|entirely excluded)",
     r"(?:is|are) not (?:entirely |completely )?(?:excluded|ruled out)",
-    r"(?:is|are) (?:possible|suspected|questioned|likely|not excluded|considered)",
+    r"(?:is|are) (?:also )?(?:possible|suspected|questioned|likely|not excluded|considered)",
     r"not (?:entirely |completely )?excluded",
-    r"(?:is|are) (?:a )?(?:consideration|possibility)",
+    r"(?:is|are|would be|remains?) (?:a |also a )?(?:consideration|possibility)",
+    r"(?:is|are) (?:in|included in) the differential",
     r"\?",
     r"versus",
     r"vs\.?",

@@ -52,7 +52,9 @@ EN_REPORT_CASES = [
     ("Blunted right costophrenic sulcus. Pleural effusion is not seen.",
      {"pleural_effusion": "absent", "no_finding": "present"}),
     ("Small nodular opacities at the right base, probably vascular. No suspicious pulmonary "
-     "nodule is seen.", {"nodule": "absent", "no_finding": "present"}),
+     "nodule is seen.", {"nodule": "absent", "lung_opacity": "present"}),
+    ("Heart size and pulmonary vascularity appear within normal limits.",
+     {"cardiomegaly": "absent", "no_finding": "present"}),
     # A sign alone still counts; a named finding present on one side stays present.
     ("Blunting of the right costophrenic angle.", {"pleural_effusion": "present"}),
     ("Small left pleural effusion. No right pleural effusion.", {"pleural_effusion": "present"}),
