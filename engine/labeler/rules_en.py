@@ -268,8 +268,8 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     ),
     "calcification": (
         # What other findings already say: calcified granulomas, calcified aorta.
-        r"calcifi\w* (?:[\w-]+ ){0,3}(?:granulom\w*|nodules?)",
-        r"granulom\w* (?:[\w-]+ ){0,3}calcifi\w*",
+        r"calcifi(?:ed|c) (?:[\w-]+ ){0,2}granulom\w*",
+        r"granulom\w* (?:is |are )?calcified",
         r"aort\w* (?:[\w-]+ ){0,2}(?:is |are |appears? |remains? |demonstrates |shows |with )?"
         r"(?:[\w-]+ ){0,3}calcifi\w*",
         r"calcifi\w*,? (?:and [\w-]+ )?(?:[\w-]+ ){0,5}aort\w*",

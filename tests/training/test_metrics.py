@@ -257,12 +257,14 @@ def _resampled_reference(idx: np.ndarray) -> dict[str, float]:
     return out
 
 
-REFS_LONG = REFS + [
+REFS_LONG = [
+    *REFS,
     "Small right pleural effusion. Heart size normal.",
     "The lungs are clear. There is no pneumothorax.",
     "Mild cardiomegaly with pulmonary vascular congestion.",
 ]
-HYPS_LONG = HYPS + [
+HYPS_LONG = [
+    *HYPS,
     "Small left pleural effusion.",
     "The lungs are clear. There is no pneumothorax.",
     "Cardiomegaly. No edema.",
