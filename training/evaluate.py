@@ -84,7 +84,7 @@ class Protocol:
 _R2GEN_NOTE = (
     "R2Gen decodes its references from token ids, so its references are cut to their first 59 "
     "tokens and words seen fewer than 3 times in the training reports read <unk>; here the "
-    "whole cleaned FINDINGS text is the reference (a few long reports score slightly lower)."
+    "whole cleaned FINDINGS text is the reference."
 )
 
 #: The published protocol of each dataset; a dataset not listed is scored on FINDINGS and
@@ -512,9 +512,11 @@ def _score_all(
                               seed=seed)
         for base_name, texts in made.items():
             logger.info("scoring the %s baseline", base_name)
+            description = _BASELINE_DESCRIPTIONS[base_name]
+            if base_name == "constant_normal" and ids:
+                description += f": {texts[ids[0]]!r}"
             baselines[base_name], _ = score_system(
-                refs, [texts[i] for i in ids], ref_labels,
-                description=_BASELINE_DESCRIPTIONS[base_name], **common)
+                refs, [texts[i] for i in ids], ref_labels, description=description, **common)
     return system, hyp_labels, baselines
 
 

@@ -85,6 +85,7 @@ def test_evaluate_real_iu_test_split(shared_data: Path, tmp_path: Path,
     # on IU X-Ray (only No Finding right), a random training report less.
     base = metrics["baselines"]
     assert set(base) == {"constant_normal", "random_train"}
+    assert "normal" in base["constant_normal"]["description"].lower()
     const = base["constant_normal"]["clinical_summary"]["findings"]["micro"]["f1"]
     assert 0.4 < const < 0.6
     rand = base["random_train"]["clinical_summary"]["findings"]["micro"]["f1"]
