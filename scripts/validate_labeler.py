@@ -10,6 +10,11 @@ object a line: ``text`` and ``findings``, key -> present/absent/uncertain), writ
 purpose by the project; the IU reports are never translated (their licence forbids modified
 copies).
 
+Honest figures: a fixed part of the IU reports (:data:`HELDOUT_FILE`, 30% of the report ids
+drawn with ``random.Random(12)``) is held out: nobody reads those reports while changing rules.
+Rules are tuned on the rest. Both figures are printed: the tuned part shows how well the rules
+fit what their authors read, the held-out part what to expect on reports nobody read.
+
 Prints per-finding precision, recall and F1 and their micro and macro averages.
 
     python scripts/validate_labeler.py --iu ../shared/data/iu_xray
@@ -21,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from engine.labeler import get_labeler
@@ -32,10 +39,33 @@ from training.metrics.clinical import ClinicalScores, clinical_scores
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IU = REPO.parent / "shared" / "data" / "iu_xray"
 DEFAULT_ES = REPO / "tests" / "training" / "data" / "spanish_findings.jsonl"
+HELDOUT_FILE = REPO / "scripts" / "iu_labeler_heldout.txt"
+HELDOUT_SEED = 12
+HELDOUT_FRACTION = 0.3
+PARTS: tuple[str, ...] = ("all", "tuned", "heldout")
 
 
-def validate_iu(root: Path, uncertain_as: str = "negative") -> ClinicalScores:
-    """English labeler vs the IU X-Ray MeSH annotations, over every annotated report."""
+def draw_heldout(report_ids: Iterable[str], fraction: float = HELDOUT_FRACTION,
+                 seed: int = HELDOUT_SEED) -> list[str]:
+    """The held-out report ids: a seeded sample of the ids sorted by their number."""
+    ids = sorted(set(report_ids), key=lambda s: (len(s), s))
+    return sorted(random.Random(seed).sample(ids, round(fraction * len(ids))),
+                  key=lambda s: (len(s), s))
+
+
+def read_heldout(path: Path = HELDOUT_FILE) -> frozenset[str]:
+    """The report ids listed in the held-out file (``#`` lines are comments)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return frozenset(x.strip() for x in lines if x.strip() and not x.startswith("#"))
+
+
+def validate_iu(root: Path, uncertain_as: str = "negative", part: str = "all",
+                heldout: frozenset[str] | None = None) -> ClinicalScores:
+    """English labeler vs the IU X-Ray MeSH annotations, over the annotated reports of ``part``:
+    ``"all"``, ``"tuned"`` (not held out) or ``"heldout"``."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    held = read_heldout() if heldout is None else heldout
     dataset = IUXRayDataset(root, layout="openi", include_unsplit=True)
     labeler = get_labeler("en")
     refs: list[dict[str, Presence]] = []
@@ -43,6 +73,8 @@ def validate_iu(root: Path, uncertain_as: str = "negative") -> ClinicalScores:
     for record in dataset:
         mesh = record.meta.get("mesh", "")
         if not mesh or mesh.startswith("No Indexing"):
+            continue
+        if part != "all" and (record.meta.get("report_id") in held) != (part == "heldout"):
             continue
         refs.append(dict(record.findings))
         preds.append(labeler.label(record.report("en")))
@@ -106,9 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         args.iu, args.spanish = DEFAULT_IU, DEFAULT_ES
     out: dict[str, object] = {}
     if args.iu is not None:
-        scores = validate_iu(args.iu, args.uncertain_as)
-        print(format_scores("English labeler vs IU X-Ray manual MeSH annotations", scores))
-        out["iu_mesh"] = scores.as_dict()
+        held = read_heldout()
+        for part, title in (("tuned", "reports the rules were tuned on"),
+                            ("heldout", f"held-out reports ({HELDOUT_FILE.name}), never read")):
+            scores = validate_iu(args.iu, args.uncertain_as, part, held)
+            print(format_scores(
+                f"English labeler vs IU X-Ray manual MeSH annotations: {title}", scores))
+            print()
+            out[f"iu_mesh_{part}"] = scores.as_dict()
     if args.spanish is not None:
         scores, exact = validate_spanish(args.spanish, args.uncertain_as)
         print()

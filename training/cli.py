@@ -28,7 +28,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         evaluate_predictions,
         load_predictions,
         predict_with_engine,
+        protocol_for,
         scorable,
+        summary_tables,
         write_config,
         write_results,
         write_study_list,
@@ -38,7 +40,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.dataset == "iu_xray" and args.layout:
         kwargs["layout"] = args.layout
     dataset = create_dataset(args.dataset, args.root, split=args.split, **kwargs)
-    sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    chosen = tuple(s.strip() for s in (args.sections or "").split(",") if s.strip())
+    protocol = protocol_for(args.dataset, chosen or None, args.tokenizer)
+    sections = protocol.sections
+    train = None
+    if args.baselines:
+        train = list(create_dataset(args.dataset, args.root, split="train", **kwargs))
     arguments = {k: v for k, v in vars(args).items() if k != "func"}
     config: dict[str, Any] = {"command": "training evaluate", "arguments": arguments}
     if args.engine is not None:
@@ -63,7 +70,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         list(dataset),
         lang=args.lang,
         sections=sections,
-        tokenizer=args.tokenizer,
+        tokenizer=protocol.tokenizer,
         meteor=not args.no_meteor,
         uncertain_as=args.uncertain_as,
         reference_labels=args.reference_labels,
@@ -72,14 +79,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         split=args.split,
         predictions_path=args.predictions,
         failed=predictions.errors,
+        n_resamples=args.bootstrap,
+        seed=args.seed,
+        train_records=train,
     )
     json_path, md_path = write_results(result, args.out)
     write_config(args.out, config)
-    nlg = result.nlg
-    print(
-        f"{result.n_studies} studies: BLEU-4 {nlg['BLEU-4']:.4f}, ROUGE-L {nlg['ROUGE-L']:.4f}, "
-        f"CIDEr {nlg['CIDEr']:.4f}, clinical micro F1 {result.clinical.micro.f1:.4f}"
-    )
+    print(f"{result.n_studies} studies, protocol {protocol.name}"
+          + (f" ({result.bootstrap['n_resamples']} bootstrap resamples, 95% intervals)"
+             if args.bootstrap else ""))
+    print(summary_tables(result))
     if result.failed:
         print(f"{len(result.failed)} studies failed and are not scored (see metrics.json)")
     print(f"wrote {json_path} and {md_path}")
@@ -106,9 +115,17 @@ def _add_evaluate(sub: SubparsersAction) -> None:
     p.add_argument("--split", default="test", help="train, val or test (default: test)")
     p.add_argument("--lang", choices=("en", "es"), default="en")
     p.add_argument("--out", type=Path, required=True, help="folder for metrics.json/metrics.md")
-    p.add_argument("--sections", default="findings,impression",
-                   help="reference sections, comma separated (R2Gen IU X-Ray: findings)")
-    p.add_argument("--tokenizer", choices=("r2gen", "ptb", "none"), default="r2gen")
+    p.add_argument("--sections", default=None,
+                   help="reference sections, comma separated (default: the dataset's published "
+                   "protocol; IU X-Ray and MIMIC-CXR: findings, as R2Gen)")
+    p.add_argument("--tokenizer", choices=("r2gen", "ptb", "none"), default=None,
+                   help="text preparation (default: the protocol's, r2gen)")
+    p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score a constant normal report and a random training report "
+                   "(default: on)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="bootstrap resamples for the 95%% intervals (default: 1000; 0: none)")
+    p.add_argument("--seed", type=int, default=12, help="bootstrap and baseline seed")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
     p.add_argument("--uncertain-as", choices=("negative", "positive"), default="negative")
     p.add_argument("--reference-labels", choices=("labeler", "dataset"), default="labeler")

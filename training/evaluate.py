@@ -19,25 +19,39 @@ too.
 Reference findings are, by default, the labeler's reading of the reference text, so both sides
 are read by the same labeler (as papers do with the CheXpert labeler);
 ``reference_labels="dataset"`` uses the dataset's own labels instead (IU X-Ray MeSH, PadChest).
+
+Each dataset is scored by default with the protocol of the papers it is compared with
+(:data:`PROTOCOLS`; IU X-Ray: FINDINGS only, R2Gen's cleaning), and the protocol is written into
+``metrics.json``. Every metric gets a 95% bootstrap interval (:mod:`training.metrics.bootstrap`;
+studies resampled, or patients where the dataset knows them), and two baselines are scored the
+same way beside the system (:func:`make_baselines`): one constant normal report for every
+study, and a random training report for each study.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.labeler import get_labeler
 from training.data.records import SECTIONS, StudyRecord
-from training.exceptions import PredictionsError
-from training.findings import CHEXPERT_KEYS, FINDINGS_BY_KEY, Presence
-from training.metrics.clinical import ClinicalScores, clinical_scores
-from training.metrics.nlg import METRIC_NAMES, nlg_scores
+from training.exceptions import MetricError, PredictionsError
+from training.findings import FINDINGS_BY_KEY, Presence
+from training.metrics.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval, Resampler
+from training.metrics.clinical import (
+    ClinicalScores,
+    clinical_intervals,
+    clinical_summary,
+)
+from training.metrics.nlg import METRIC_NAMES, MeteorScorer, NLGCorpus, nlg_intervals
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +61,179 @@ _FIX_PRED = (
     'Write one JSON object per line: {"study_id": "...", "report": "..."}, with the study ids '
     "of the dataset (see `training datasets`)"
 )
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How references are prepared and scored, so that numbers stand beside a paper's table."""
+
+    name: str
+    sections: tuple[str, ...]
+    tokenizer: str
+    description: str
+    comparable_with: tuple[str, ...] = ()
+    notes: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["sections"] = list(self.sections)
+        out["comparable_with"] = list(self.comparable_with)
+        return out
+
+
+_R2GEN_NOTE = (
+    "R2Gen decodes its references from token ids, so its references are cut to their first 59 "
+    "tokens and words seen fewer than 3 times in the training reports read <unk>; here the "
+    "whole cleaned FINDINGS text is the reference."
+)
+
+#: The published protocol of each dataset; a dataset not listed is scored on FINDINGS and
+#: IMPRESSION with R2Gen's cleaning.
+PROTOCOLS: dict[str, Protocol] = {
+    "iu_xray": Protocol(
+        name="r2gen-iu-xray",
+        sections=("findings",),
+        tokenizer="r2gen",
+        description="IU X-Ray, R2Gen split (test: 590 studies), references = FINDINGS section "
+        "only, R2Gen's clean_report_iu_xray, pycocoevalcap BLEU/METEOR/ROUGE-L/CIDEr",
+        comparable_with=("R2Gen (Chen et al. 2020)", "R2GenCMN (Chen et al. 2021)",
+                         "PromptMRG (Jin et al. 2024)"),
+        notes=_R2GEN_NOTE,
+    ),
+    "mimic_cxr": Protocol(
+        name="r2gen-mimic-cxr",
+        sections=("findings",),
+        tokenizer="r2gen",
+        description="MIMIC-CXR, references = FINDINGS section only, R2Gen's cleaning, "
+        "pycocoevalcap metrics",
+        comparable_with=("R2Gen (Chen et al. 2020)", "R2GenCMN (Chen et al. 2021)",
+                         "PromptMRG (Jin et al. 2024)", "MAIRA-2 (Bannur et al. 2024)"),
+        notes=_R2GEN_NOTE,
+    ),
+}
+
+
+def protocol_for(dataset: str, sections: Sequence[str] | None = None,
+                 tokenizer: str | None = None) -> Protocol:
+    """The published protocol of ``dataset``; a section or tokenizer choice that departs from
+    it gives a ``custom`` protocol that claims comparability with no paper."""
+    base = PROTOCOLS.get(dataset) or Protocol(
+        name="findings-impression",
+        sections=SECTIONS,
+        tokenizer="r2gen",
+        description="references = FINDINGS and IMPRESSION, R2Gen's cleaning",
+    )
+    chosen_sections = tuple(sections) if sections else base.sections
+    chosen_tokenizer = tokenizer or base.tokenizer
+    if chosen_sections == base.sections and chosen_tokenizer == base.tokenizer:
+        return base
+    return Protocol(
+        name="custom",
+        sections=chosen_sections,
+        tokenizer=chosen_tokenizer,
+        description=f"references = {'+'.join(chosen_sections)}, tokenizer {chosen_tokenizer} "
+        f"(departs from {base.name})",
+    )
+
+
+#: A normal report for the constant baseline when the training split has none to offer.
+NORMAL_REPORT: dict[str, str] = {
+    "en": "The heart is normal in size. The mediastinum is unremarkable. The lungs are clear. "
+    "No pleural effusion or pneumothorax.",
+    "es": "Silueta cardiomediastínica dentro de la normalidad. No se observan consolidaciones "
+    "ni derrame pleural. Sin neumotórax.",
+}
+BASELINES: tuple[str, ...] = ("constant_normal", "random_train")
+
+
+def make_baselines(
+    studies: Sequence[str],
+    train_records: Sequence[StudyRecord],
+    *,
+    lang: str = "en",
+    sections: Sequence[str] = SECTIONS,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, dict[str, str]]:
+    """The baseline predictions for ``studies``: baseline name -> study id -> report.
+
+    - ``constant_normal``: the most frequent training report that the labeler reads as normal
+      (no finding present or uncertain), the same for every study; a fixed normal report when
+      the training split has none.
+    - ``random_train``: for each study, a training report drawn with ``random.Random(seed)``.
+    """
+    texts = [t for t in (r.report(lang, tuple(sections)) for r in train_records) if t.strip()]
+    labeler = get_labeler(lang)
+    normal = Counter(
+        t for t in texts if labeler.label(t, sections=False).get("no_finding") == "present"
+    )
+    if normal:
+        top = max(normal.values())
+        constant = min(t for t, n in normal.items() if n == top)
+    else:
+        constant = NORMAL_REPORT[lang]
+    out: dict[str, dict[str, str]] = {"constant_normal": {s: constant for s in studies}}
+    if texts:
+        rng = random.Random(seed)
+        out["random_train"] = {s: rng.choice(texts) for s in studies}
+    else:
+        logger.warning("no training report in %r: the random-report baseline is skipped", lang)
+    return out
+
+
+@dataclass
+class SystemScores:
+    """The scores of one system (the model, or a baseline) on the scored studies."""
+
+    nlg: dict[str, Any]
+    clinical: dict[str, ClinicalScores]
+    intervals: dict[str, dict[str, Interval]] = field(default_factory=dict)
+    description: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "nlg": self.nlg,
+            "clinical_summary": {k: v.as_dict() for k, v in self.clinical.items()},
+            "intervals": {
+                group: {k: v.as_dict() for k, v in items.items()}
+                for group, items in self.intervals.items()
+            },
+        }
+
+
+def score_system(
+    refs: Sequence[str],
+    hyps: Sequence[str],
+    ref_labels: Sequence[Mapping[str, Presence]],
+    *,
+    lang: str,
+    tokenizer: str,
+    meteor: bool,
+    uncertain_as: str,
+    resampler: Resampler | None,
+    level: float = 0.95,
+    description: str = "",
+    meteor_scorer: MeteorScorer | None = None,
+) -> tuple[SystemScores, list[dict[str, Presence]]]:
+    """NLG and clinical scores of ``hyps``, with intervals when ``resampler`` is given; also
+    the generated reports' findings."""
+    labeler = get_labeler(lang)
+    hyp_labels = [labeler.label(t) for t in hyps]
+    with NLGCorpus(refs, hyps, lang=lang, tokenizer=tokenizer, meteor=meteor,
+                   meteor_scorer=meteor_scorer) as corpus:
+        nlg: dict[str, Any] = dict(corpus.scores())
+        if corpus.meteor_error:
+            nlg["meteor_error"] = corpus.meteor_error
+        nlg["tokenizer"] = tokenizer
+        nlg["n"] = len(refs)
+        intervals: dict[str, dict[str, Interval]] = {}
+        if resampler is not None:
+            intervals["nlg"] = nlg_intervals(corpus, resampler, level)
+    clinical = clinical_summary(ref_labels, hyp_labels, uncertain_as)
+    if resampler is not None:
+        intervals.update(clinical_intervals(ref_labels, hyp_labels, resampler, uncertain_as,
+                                            level))
+    return SystemScores(nlg, clinical, intervals, description), hyp_labels
 
 
 @dataclass(frozen=True)
@@ -132,6 +319,14 @@ class EvaluationResult:
     nlg: dict[str, Any]
     clinical: ClinicalScores
     clinical_chexpert14: ClinicalScores | None = None
+    #: Every clinical set of :func:`training.metrics.clinical.clinical_summary`.
+    clinical_sets: dict[str, ClinicalScores] = field(default_factory=dict)
+    #: Bootstrap intervals: "nlg" or a clinical set name -> metric -> interval.
+    intervals: dict[str, dict[str, Interval]] = field(default_factory=dict)
+    protocol: Protocol | None = None
+    #: Baseline name -> its scores, computed the same way.
+    baselines: dict[str, SystemScores] = field(default_factory=dict)
+    bootstrap: dict[str, Any] = field(default_factory=dict)
     per_study: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
@@ -150,6 +345,14 @@ class EvaluationResult:
             "clinical_chexpert14": (
                 self.clinical_chexpert14.as_dict() if self.clinical_chexpert14 else None
             ),
+            "clinical_summary": {k: v.as_dict() for k, v in self.clinical_sets.items()},
+            "intervals": {
+                group: {k: v.as_dict() for k, v in items.items()}
+                for group, items in self.intervals.items()
+            },
+            "protocol": self.protocol.as_dict() if self.protocol else None,
+            "bootstrap": self.bootstrap,
+            "baselines": {k: v.as_dict() for k, v in self.baselines.items()},
             "settings": self.settings,
             "missing_predictions": len(self.missing),
             "unknown_predictions": len(self.unknown),
@@ -163,8 +366,8 @@ def evaluate_predictions(
     records: Sequence[StudyRecord],
     *,
     lang: str = "en",
-    sections: Sequence[str] = SECTIONS,
-    tokenizer: str = "r2gen",
+    sections: Sequence[str] | None = None,
+    tokenizer: str | None = None,
     meteor: bool = True,
     uncertain_as: str = "negative",
     reference_labels: str = "labeler",
@@ -173,14 +376,24 @@ def evaluate_predictions(
     split: str | None = None,
     predictions_path: str | Path = "<predictions>",
     failed: Mapping[str, str] | None = None,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    level: float = 0.95,
+    train_records: Sequence[StudyRecord] | None = None,
 ) -> EvaluationResult:
     """Score ``predictions`` against the ``lang`` reports of ``records``.
 
-    Studies without reference text in ``lang`` are skipped. Every remaining study needs a
-    prediction unless ``allow_missing``; predictions for studies not in ``records`` are ignored
-    and counted. Studies in ``failed`` (id -> error, the engine could not report them) are not
-    scored and are listed in the result instead of counting as missing.
+    ``sections`` and ``tokenizer`` default to the dataset's published protocol
+    (:func:`protocol_for`). Studies without reference text in ``lang`` are skipped. Every
+    remaining study needs a prediction unless ``allow_missing``; predictions for studies not in
+    ``records`` are ignored and counted. Studies in ``failed`` (id -> error, the engine could
+    not report them) are not scored and are listed in the result instead of counting as
+    missing. ``n_resamples`` bootstrap resamples (0: no intervals) with ``seed`` give the
+    intervals. With ``train_records`` the baselines of :func:`make_baselines` are scored too.
     """
+    name = dataset or (records[0].dataset if records else "")
+    protocol = protocol_for(name, sections, tokenizer)
+    sections, tokenizer = protocol.sections, protocol.tokenizer
     if reference_labels not in REFERENCE_LABELS:
         raise ValueError(f"reference_labels must be one of {REFERENCE_LABELS}")
     if lang == "es":  # English-only datasets: Spanish references derived by the bridge
@@ -214,17 +427,36 @@ def evaluate_predictions(
         raise PredictionsError(predictions_path, "no prediction matches a study", _FIX_PRED)
     refs = [r.report(lang, tuple(sections)) for r in scored]
     hyps = [predictions[r.study_id] for r in scored]
-    nlg = nlg_scores(refs, hyps, lang=lang, tokenizer=tokenizer, meteor=meteor)
     labeler = get_labeler(lang)
     ref_labels: list[Mapping[str, Presence]]
     if reference_labels == "dataset":
         ref_labels = [r.findings for r in scored]
     else:
         ref_labels = [labeler.label(t, sections=False) for t in refs]
-    hyp_labels = [labeler.label(t) for t in hyps]
-    clinical = clinical_scores(ref_labels, hyp_labels, uncertain_as=uncertain_as)
-    # The 14 CheXpert observations alone: the label set of published "clinical efficacy" scores.
-    chexpert14 = clinical_scores(ref_labels, hyp_labels, CHEXPERT_KEYS, uncertain_as)
+    resampler: Resampler | None = None
+    bootstrap: dict[str, Any] = {"n_resamples": 0}
+    if n_resamples > 0:
+        patients = [r.patient_id for r in scored]
+        groups = patients if all(patients) else None
+        resampler = Resampler(len(scored), groups=groups, n_resamples=n_resamples, seed=seed)
+        bootstrap = {**resampler.describe(), "level": level, "interval": "percentile"}
+    common: dict[str, Any] = {"lang": lang, "tokenizer": tokenizer, "meteor": meteor,
+                              "uncertain_as": uncertain_as, "resampler": resampler,
+                              "level": level}
+    if meteor and train_records is not None:
+        try:  # one Java process for the system and its baselines
+            common["meteor_scorer"] = MeteorScorer(lang)
+        except MetricError as exc:
+            logger.warning("METEOR not computed: %s", exc)
+    try:
+        system, hyp_labels, baselines = _score_all(
+            refs, hyps, ref_labels, scored, train_records, sections, seed, common)
+    finally:
+        if common.get("meteor_scorer") is not None:
+            common["meteor_scorer"].close()
+    clinical = system.clinical["findings"]
+    chexpert14 = system.clinical["chexpert14"]
+    nlg = system.nlg
     per_study = [
         {"study_id": r.study_id, "reference_findings": dict(ref), "generated_findings": hyp}
         for r, ref, hyp in zip(scored, ref_labels, hyp_labels, strict=True)
@@ -237,8 +469,14 @@ def evaluate_predictions(
         nlg=nlg,
         clinical=clinical,
         clinical_chexpert14=chexpert14,
+        clinical_sets=system.clinical,
+        intervals=system.intervals,
+        protocol=protocol,
+        baselines=baselines,
+        bootstrap=bootstrap,
         per_study=per_study,
         settings={
+            "protocol": protocol.name,
             "sections": list(sections),
             "tokenizer": tokenizer,
             "uncertain_as": uncertain_as,
@@ -251,6 +489,41 @@ def evaluate_predictions(
     )
 
 
+_BASELINE_DESCRIPTIONS: dict[str, str] = {
+    "constant_normal": "the same normal report (the training split's most frequent) for every "
+    "study",
+    "random_train": "a random training report for each study",
+}
+
+
+def _score_all(
+    refs: list[str],
+    hyps: list[str],
+    ref_labels: Sequence[Mapping[str, Presence]],
+    scored: Sequence[StudyRecord],
+    train_records: Sequence[StudyRecord] | None,
+    sections: Sequence[str],
+    seed: int,
+    common: dict[str, Any],
+) -> tuple[SystemScores, list[dict[str, Presence]], dict[str, SystemScores]]:
+    """The system's scores, its findings, and the baselines' scores (when ``train_records``)."""
+    system, hyp_labels = score_system(refs, hyps, ref_labels, description="predictions",
+                                      **common)
+    baselines: dict[str, SystemScores] = {}
+    if train_records is not None:
+        ids = [r.study_id for r in scored]
+        made = make_baselines(ids, train_records, lang=common["lang"], sections=sections,
+                              seed=seed)
+        for base_name, texts in made.items():
+            logger.info("scoring the %s baseline", base_name)
+            description = _BASELINE_DESCRIPTIONS[base_name]
+            if base_name == "constant_normal" and ids:
+                description += f": {texts[ids[0]]!r}"
+            baselines[base_name], _ = score_system(
+                refs, [texts[i] for i in ids], ref_labels, description=description, **common)
+    return system, hyp_labels, baselines
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "n/a"
@@ -259,9 +532,65 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+#: The clinical figures of the side-by-side table: (set, metric, column title).
+HEADLINE_CLINICAL: tuple[tuple[str, str, str], ...] = (
+    ("chexpert14", "micro_f1", "micro F1-14"),
+    ("chexpert14", "macro_f1", "macro F1-14"),
+    ("chexpert5", "micro_f1", "micro F1-5"),
+    ("chexpert5", "macro_f1", "macro F1-5"),
+    ("chexpert13_without_no_finding", "micro_f1", "micro F1-13 (no No Finding)"),
+    ("findings", "micro_f1", "micro F1, all findings"),
+    ("findings", "macro_f1", "macro F1, all findings"),
+    ("findings_without_no_finding", "micro_f1", "micro F1, findings w/o No Finding"),
+)
+
+
+def _clinical_value(scores: ClinicalScores, metric: str) -> float:
+    kind, what = metric.split("_", 1)
+    if kind == "micro":
+        return float(getattr(scores.micro, {"precision": "precision", "recall": "recall",
+                                            "f1": "f1"}[what]))
+    return float(getattr(scores, f"macro_{what}"))
+
+
+def _cell(value: Any, interval: Interval | None) -> str:
+    if interval is None or value is None:
+        return _fmt(value)
+    return f"{value:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
+
+
+def _systems(result: EvaluationResult) -> list[tuple[str, SystemScores]]:
+    own = SystemScores(result.nlg, result.clinical_sets, result.intervals, "predictions")
+    return [("predictions", own), *result.baselines.items()]
+
+
+def summary_tables(result: EvaluationResult) -> str:
+    """The system and its baselines side by side (Markdown): text similarity, then clinical
+    scores, each value with its bootstrap interval."""
+    systems = _systems(result)
+    lines = ["| system | " + " | ".join(METRIC_NAMES) + " |",
+             "|---|" + "---:|" * len(METRIC_NAMES)]
+    for name, sc in systems:
+        nlg_iv = sc.intervals.get("nlg", {})
+        cells = [_cell(sc.nlg.get(m), nlg_iv.get(m)) for m in METRIC_NAMES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    titles = [t for _, _, t in HEADLINE_CLINICAL]
+    lines += ["", "| system | " + " | ".join(titles) + " |", "|---|" + "---:|" * len(titles)]
+    for name, sc in systems:
+        cells = []
+        for set_name, metric, _ in HEADLINE_CLINICAL:
+            scores = sc.clinical.get(set_name)
+            value = _clinical_value(scores, metric) if scores else None
+            cells.append(_cell(value, sc.intervals.get(set_name, {}).get(metric)))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def to_markdown(result: EvaluationResult) -> str:
     """The metrics as Markdown tables."""
     name_field = "name_es" if result.lang == "es" else "name_en"
+    protocol = result.protocol
+    boot = result.bootstrap
     lines = [
         f"# Evaluation: {result.dataset} / {result.split or 'all'} / {result.lang}",
         "",
@@ -269,46 +598,41 @@ def to_markdown(result: EvaluationResult) -> str:
         f"Predictions for unknown studies: {len(result.unknown)}. "
         f"Studies the engine could not report (not scored): {len(result.failed)}.",
         f"Settings: {', '.join(f'{k}={v}' for k, v in result.settings.items())}.",
-        "",
-        "## Text similarity",
-        "",
-        "| " + " | ".join(METRIC_NAMES) + " |",
-        "|" + "---:|" * len(METRIC_NAMES),
-        "| " + " | ".join(_fmt(result.nlg.get(m)) for m in METRIC_NAMES) + " |",
-        "",
-        "## Clinical correctness (findings)",
-        "",
-        "| average | precision | recall | F1 |",
-        "|---|---:|---:|---:|",
     ]
+    if protocol is not None:
+        lines.append(f"Protocol: {protocol.name}: {protocol.description}."
+                     + (f" Comparable with: {', '.join(protocol.comparable_with)}."
+                        if protocol.comparable_with else ""))
+        if protocol.notes:
+            lines.append(f"Note: {protocol.notes}")
+    if boot.get("n_resamples"):
+        lines.append(
+            f"Intervals: {int(boot.get('level', 0.95) * 100)}% percentile bootstrap, "
+            f"{boot['n_resamples']} resamples of {boot.get('n_units')} {boot.get('unit')}s, "
+            f"seed {boot.get('seed')}."
+        )
+    lines += ["", "## Side by side with the baselines", "", summary_tables(result), ""]
+    lines += ["## Clinical correctness, every label set", "",
+              "| label set | micro P | micro R | micro F1 | macro P | macro R | macro F1 |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for set_name, c in result.clinical_sets.items():
+        iv = result.intervals.get(set_name, {})
+        cells = [_cell(_clinical_value(c, m), iv.get(m)) for m in (
+            "micro_precision", "micro_recall", "micro_f1",
+            "macro_precision", "macro_recall", "macro_f1")]
+        lines.append(f"| {set_name} ({len(c.per_finding)}) | " + " | ".join(cells) + " |")
     c = result.clinical
-    lines.append(
-        f"| micro | {c.micro.precision:.4f} | {c.micro.recall:.4f} | {c.micro.f1:.4f} |"
-    )
-    lines.append(
-        f"| macro ({len(c.per_finding)} findings) | {c.macro_precision:.4f} | "
-        f"{c.macro_recall:.4f} | {c.macro_f1:.4f} |"
-    )
-    c14 = result.clinical_chexpert14
-    if c14 is not None:
-        lines.append(
-            f"| micro, CheXpert 14 | {c14.micro.precision:.4f} | {c14.micro.recall:.4f} | "
-            f"{c14.micro.f1:.4f} |"
-        )
-        lines.append(
-            f"| macro, CheXpert 14 ({len(c14.per_finding)} findings) | "
-            f"{c14.macro_precision:.4f} | {c14.macro_recall:.4f} | {c14.macro_f1:.4f} |"
-        )
+    flat_iv = result.intervals.get("findings", {})
     lines += [
         "",
         "| finding | precision | recall | F1 | support | predicted |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for key, s in sorted(c.per_finding.items(), key=lambda kv: -kv[1].support):
+    for key, sc in sorted(c.per_finding.items(), key=lambda kv: -kv[1].support):
         name = getattr(FINDINGS_BY_KEY[key], name_field)
         lines.append(
-            f"| {name} (`{key}`) | {s.precision:.4f} | {s.recall:.4f} | {s.f1:.4f} | "
-            f"{s.support} | {s.tp + s.fp} |"
+            f"| {name} (`{key}`) | {sc.precision:.4f} | {sc.recall:.4f} | "
+            f"{_cell(sc.f1, flat_iv.get(f'f1/{key}'))} | {sc.support} | {sc.tp + sc.fp} |"
         )
     if "meteor_error" in result.nlg:
         lines += ["", f"METEOR not computed: {result.nlg['meteor_error']}"]

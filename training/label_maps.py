@@ -11,18 +11,26 @@ Tables, not logic, so that a reviewer can read every decision:
   unless a (head, qualifier) rule matches first; heads mapped to ``None`` were considered and
   deliberately left out (not in the finding set, or too vague such as ``Lung`` alone).
 - :data:`PADCHEST_TO_KEY`: the PadChest radiological labels (``Labels`` column, lower case, as
-  in PadChest and PadChest-GR), the ones frequent enough to matter.
+  in PadChest and PadChest-GR), reviewed against PadChest's full label list (Bustos et al.
+  2020). Left out on purpose: diagnoses and signs without a finding of their own (COPD signs,
+  vascular redistribution, pulmonary hypertension, adenopathy, chronic changes), extrathoracic
+  and bone findings other than fractures, and "surgery" subtypes that are not devices
+  (mastectomy). PadChest's "hydropneumothorax" maps to pneumothorax only (one key per label).
 
 Choices worth knowing: blunting of the costophrenic angle counts as pleural effusion (its most
-common cause, as the CheXpert labeler treats it); pulmonary congestion counts as edema (as in
-CheXpert); volume loss counts as atelectasis; sternotomy wires, clips, lines, tubes and
-pacemakers all count as support devices; degenerative changes of the spine count as
-spondylosis.
+common cause, as the CheXpert labeler treats it) unless the report itself denies an effusion
+(:data:`MESH_SIGN_TO_KEY`); pulmonary congestion and heart failure count as edema (as in
+CheXpert); volume loss counts as atelectasis; sternotomy wires, clips, sutures, lines, tubes,
+pacemakers and surgical fusion all count as support devices; degenerative and arthritic changes
+of the spine count as spondylosis; calcification of the aorta counts as aortic atheromatosis
+(the project's convention, as PadChest labels it), not as calcification; hydropneumothorax is
+both a pneumothorax and an effusion.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from training.findings import FINDINGS_BY_KEY
 
@@ -67,7 +75,7 @@ CHEXPERT_TO_KEY: dict[str, str] = {
     "Support Devices": "support_devices",
 }
 
-MESH_HEAD_TO_KEY: dict[str, str | None] = {
+MESH_HEAD_TO_KEY: dict[str, str | tuple[str, ...] | None] = {
     "normal": "no_finding",
     "Cardiomegaly": "cardiomegaly",
     "Pulmonary Atelectasis": "atelectasis",
@@ -81,7 +89,7 @@ MESH_HEAD_TO_KEY: dict[str, str | None] = {
     "Pneumonia": "pneumonia",
     "Pleural Effusion": "pleural_effusion",
     "Pneumothorax": "pneumothorax",
-    "Hydropneumothorax": "pneumothorax",
+    "Hydropneumothorax": ("pneumothorax", "pleural_effusion"),
     "Hemopneumothorax": "pneumothorax",
     "Pulmonary Edema": "edema",
     "Pulmonary Congestion": "edema",
@@ -114,6 +122,11 @@ MESH_HEAD_TO_KEY: dict[str, str | None] = {
     "Tube, Inserted": "support_devices",
     "Medical Device": "support_devices",
     "Stents": "support_devices",
+    "Sutures": "support_devices",
+    "Spinal Fusion": "support_devices",
+    "Cavitation": "lung_lesion",
+    "Heart Failure": "edema",
+    "Hyperostosis, Diffuse Idiopathic Skeletal": "spondylosis",
     # Considered and left out: not in the finding set, or too vague on their own.
     "Lung": None,
     "Markings": None,
@@ -133,7 +146,10 @@ MESH_HEAD_TO_KEY: dict[str, str | None] = {
     "Foreign Bodies": None,
     "Subcutaneous Emphysema": None,
     "Pericardial Effusion": None,
-    "Heart Failure": None,
+    "Arthritis": None,  # any joint; the spine's is mapped below
+    "Blister": None,
+    "Pleura": None,
+    "Sulcus": None,
 }
 
 #: (head, qualifier) -> key; a qualifier is any ``/``-separated part after the head.
@@ -142,6 +158,9 @@ MESH_QUALIFIED_TO_KEY: tuple[tuple[str, str, str], ...] = (
     ("Lung", "hyperdistention", "hyperinflation"),
     ("Lung", "interstitial", "interstitial_pattern"),
     ("Markings", "interstitial", "interstitial_pattern"),
+    # An interstitial opacity is both an opacity and an interstitial pattern.
+    ("Opacity", "interstitial", "lung_opacity"),
+    ("Opacity", "interstitial", "interstitial_pattern"),
     ("Markings", "reticular", "interstitial_pattern"),
     ("Thoracic Vertebrae", "degenerative", "spondylosis"),
     ("Spine", "degenerative", "spondylosis"),
@@ -150,9 +169,18 @@ MESH_QUALIFIED_TO_KEY: tuple[tuple[str, str, str], ...] = (
     ("Aorta", "tortuous", "aortic_elongation"),
     ("Aorta, Thoracic", "tortuous", "aortic_elongation"),
     ("Aorta", "calcified", "aortic_atheromatosis"),
+    ("Calcinosis", "aorta", "aortic_atheromatosis"),
+    ("Calcinosis", "aorta, thoracic", "aortic_atheromatosis"),
+    ("Arthritis", "spine", "spondylosis"),
+    ("Arthritis", "thoracic vertebrae", "spondylosis"),
+    ("Arthritis", "lumbar vertebrae", "spondylosis"),
+    ("Arthritis", "cervical vertebrae", "spondylosis"),
+    ("Diaphragm", "flattened", "hyperinflation"),
+    ("Blister", "lung", "emphysema"),
+    # In IU reports nearly always "bronchovascular crowding", the sign of low lung volumes.
+    ("Markings", "bronchovascular", "hypoinflation"),
     ("Aorta, Thoracic", "calcified", "aortic_atheromatosis"),
     ("Diaphragm", "elevated", "elevated_hemidiaphragm"),
-    ("Costophrenic Angle", "blunted", "pleural_effusion"),
     ("Thickening", "pleura", "pleural_thickening"),
     ("Pleura", "thickening", "pleural_thickening"),
     ("Cardiac Shadow", "enlarged", "cardiomegaly"),
@@ -162,14 +190,27 @@ MESH_QUALIFIED_TO_KEY: tuple[tuple[str, str, str], ...] = (
     ("Mediastinum", "widened", "enlarged_cardiomediastinum"),
 )
 
+#: Signs of a finding, (head, qualifier) -> key: the key holds unless the report denies it
+#: ("Blunting of the costophrenic angle, likely scarring. No pleural effusion.").
+MESH_SIGN_TO_KEY: tuple[tuple[str, str, str], ...] = (
+    ("Costophrenic Angle", "blunted", "pleural_effusion"),
+    ("Pleura", "blunted", "pleural_effusion"),
+    ("Sulcus", "blunted", "pleural_effusion"),
+)
+
 PADCHEST_TO_KEY: dict[str, str] = {
     "normal": "no_finding",
     "pleural effusion": "pleural_effusion",
     "loculated pleural effusion": "pleural_effusion",
+    "loculated fissural effusion": "pleural_effusion",
+    "empyema": "pleural_effusion",
     "costophrenic angle blunting": "pleural_effusion",
     "cardiomegaly": "cardiomegaly",
     "pneumonia": "pneumonia",
+    "atypical pneumonia": "pneumonia",
     "atelectasis": "atelectasis",
+    "atelectasis basal": "atelectasis",
+    "volume loss": "atelectasis",
     "laminar atelectasis": "atelectasis",
     "lobar atelectasis": "atelectasis",
     "segmental atelectasis": "atelectasis",
@@ -190,20 +231,27 @@ PADCHEST_TO_KEY: dict[str, str] = {
     "pulmonary mass": "mass",
     "lung metastasis": "lung_lesion",
     "cavitation": "lung_lesion",
+    "abscess": "lung_lesion",
     "emphysema": "emphysema",
     "bullas": "emphysema",
     "air trapping": "hyperinflation",
+    "hyperinflated lung": "hyperinflation",
+    "flattened diaphragm": "hyperinflation",
+    "hypoexpansion": "hypoinflation",
+    "hypoexpansion basal": "hypoinflation",
+    "bronchovascular markings": "interstitial_pattern",
     "pulmonary fibrosis": "fibrosis",
     "fibrotic band": "scarring",
     "pleural thickening": "pleural_thickening",
     "apical pleural thickening": "pleural_thickening",
     "pleural plaques": "pleural_other",
+    "calcified pleural plaques": "pleural_other",
     "calcified pleural thickening": "pleural_thickening",
     "hiatal hernia": "hernia",
     "pneumothorax": "pneumothorax",
     "hydropneumothorax": "pneumothorax",
     "pulmonary edema": "edema",
-    "alveolar edema": "edema",
+    "heart insufficiency": "edema",  # as CheXpert reads heart failure
     "kerley lines": "edema",
     "scoliosis": "scoliosis",
     "kyphosis": "kyphosis",
@@ -218,6 +266,7 @@ PADCHEST_TO_KEY: dict[str, str] = {
     "calcified densities": "calcification",
     "bronchiectasis": "bronchiectasis",
     "hemidiaphragm elevation": "elevated_hemidiaphragm",
+    "diaphragmatic eventration": "elevated_hemidiaphragm",
     "tuberculosis": "tuberculosis",
     "tuberculosis sequelae": "tuberculosis",
     "mediastinal enlargement": "enlarged_cardiomediastinum",
@@ -230,6 +279,7 @@ PADCHEST_TO_KEY: dict[str, str] = {
     "humeral fracture": "fracture",
     "vertebral fracture": "fracture",
     "vertebral compression": "fracture",
+    "vertebral anterior compression": "fracture",
     "pacemaker": "support_devices",
     "dual chamber device": "support_devices",
     "single chamber device": "support_devices",
@@ -252,6 +302,15 @@ PADCHEST_TO_KEY: dict[str, str] = {
     "surgery": "support_devices",
     "metal": "support_devices",
     "osteosynthesis material": "support_devices",
+    "suture material": "support_devices",
+    "bone cement": "support_devices",
+    "humeral prosthesis": "support_devices",
+    "endoprosthesis": "support_devices",
+    "aortic endoprosthesis": "support_devices",
+    "gastrostomy tube": "support_devices",
+    "nephrostomy tube": "support_devices",
+    "double j stent": "support_devices",
+    "ventriculoperitoneal drain tube": "support_devices",
 }
 
 
@@ -259,8 +318,9 @@ def _check_tables() -> None:
     targets: list[str | None] = [
         *NIH_TO_KEY.values(),
         *CHEXPERT_TO_KEY.values(),
-        *MESH_HEAD_TO_KEY.values(),
+        *(k for v in MESH_HEAD_TO_KEY.values() for k in ((v,) if isinstance(v, str) else v or ())),
         *(key for _, _, key in MESH_QUALIFIED_TO_KEY),
+        *(key for _, _, key in MESH_SIGN_TO_KEY),
         *PADCHEST_TO_KEY.values(),
     ]
     unknown = sorted({t for t in targets if t is not None and t not in FINDINGS_BY_KEY})
@@ -286,17 +346,34 @@ def padchest_to_key(label: str) -> str | None:
     return PADCHEST_TO_KEY.get(label.strip().lower())
 
 
-def mesh_to_keys(term: str) -> set[str]:
+def mesh_to_keys(term: str, denied: Iterable[str] = ()) -> set[str]:
     """The finding keys of one IU X-Ray MeSH term such as ``"Opacity/lung/base/left/mild"``.
 
-    Qualified rules are tried first, then the head alone. An unmapped term gives an empty set.
+    Qualified rules are tried first, then signs (:data:`MESH_SIGN_TO_KEY`, dropped for the keys
+    in ``denied``: those the report says are absent), then the head alone. An unmapped term
+    gives an empty set.
     """
     parts = [p.strip() for p in term.split("/")]
     head, qualifiers = parts[0], {p.lower() for p in parts[1:] if p}
     keys = {key for h, q, key in MESH_QUALIFIED_TO_KEY if h == head and q in qualifiers}
     if keys:
         return keys
-    key = MESH_HEAD_TO_KEY.get(head)
-    if key is None and head not in MESH_HEAD_TO_KEY:
+    signs = {key for h, q, key in MESH_SIGN_TO_KEY if h == head and q in qualifiers}
+    if signs:
+        return signs - set(denied)
+    value = MESH_HEAD_TO_KEY.get(head)
+    if value is None and head not in MESH_HEAD_TO_KEY:
         logger.debug("IU MeSH head %r has no mapping", head)
-    return {key} if key else set()
+    if value is None:
+        return set()
+    return {value} if isinstance(value, str) else set(value)
+
+
+def mesh_sign_keys(terms: Iterable[str]) -> set[str]:
+    """The keys that ``terms`` give only through signs: those that need the report's reading."""
+    out: set[str] = set()
+    for term in terms:
+        parts = [p.strip() for p in term.split("/")]
+        qualifiers = {p.lower() for p in parts[1:] if p}
+        out |= {key for h, q, key in MESH_SIGN_TO_KEY if h == parts[0] and q in qualifiers}
+    return out

@@ -13,9 +13,14 @@ How one report is read:
 5. A mention takes the nearest trigger before it (within ``pre_window`` words, no terminator in
    between) and the nearest after it (within ``post_window`` words): uncertain if either is an
    uncertainty trigger, absent if either negates, present otherwise.
-6. Per finding: present if any mention is present, else uncertain if any is, else absent. A
-   finding never mentioned is not in the output.
-7. ``no_finding`` (as in CheXpert) is present when the text says something and no finding other
+6. Two findings offered as alternatives ("atelectasis or scarring") are each uncertain, unless
+   negated ("no effusion or pneumothorax").
+7. Per finding, over the whole report: when the report names the finding, only the mentions that
+   name it count (an indirect sign such as "blunting of the costophrenic angle" does not outvote
+   "No pleural effusion"); otherwise the signs count. Then present if any counted mention is
+   present, else uncertain if any is, else absent. A finding never mentioned is not in the
+   output.
+8. ``no_finding`` (as in CheXpert) is present when the text says something and no finding other
    than support devices is present or uncertain.
 """
 
@@ -54,6 +59,8 @@ class Mention:
     text: str
     sentence: str
     trigger: str | None = None
+    #: False for an indirect sign of the finding (see :class:`LanguageRules` ``indirect``).
+    direct: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,13 +87,24 @@ class FindingsLabeler:
         self.rules = rules
         assert rules.compiled is not None  # built in LanguageRules.__post_init__
         self._c: CompiledRules = rules.compiled
+        # What may stand between two findings offered as alternatives: the joining word, and up
+        # to three words that qualify the second finding ("atelectasis or focal scarring").
+        alt = self._c.alternatives
+        self._alt_link: re.Pattern[str] | None = (
+            re.compile(rf"[\s,]*(?:{alt.pattern})\s+(?:[\w-]+\s+){{0,3}}") if alt else None
+        )
+        self._list_link = re.compile(r"\s*,\s*(?:[\w-]+\s+){0,3}")
 
     # -- public API -------------------------------------------------------------------------
     def label(self, report: str, *, sections: bool = True) -> dict[str, Presence]:
         """The findings of ``report``; ``sections=False`` reads the whole text."""
         text = labeled_text(report, self.lang) if sections else report
+        mentions = self._mentions(text)
+        named = {m.finding for m in mentions if m.direct}
         found: dict[str, Presence] = {}
-        for mention in self._mentions(text):
+        for mention in mentions:
+            if not mention.direct and mention.finding in named:
+                continue
             old = found.get(mention.finding)
             if old is None or _RANK[mention.presence] > _RANK[old]:
                 found[mention.finding] = mention.presence
@@ -146,28 +164,70 @@ class FindingsLabeler:
         folded = fold(sentence)
         triggers = self._triggers(folded)
         c = self._c
-        found: list[tuple[str, int, int, bool]] = []
-        for key, pattern in c.mentions.items():
-            excluders = [p for k, p in c.exclude.items() if k in (key, "*")]
-            blocked = [(m.start(), m.end()) for p in excluders for m in p.finditer(folded)]
-            for m in pattern.finditer(folded):
-                if any(m.start() < e and s < m.end() for s, e in blocked):
-                    continue
-                # A mention inside a trigger phrase ("no acute") is part of the trigger.
-                if any(t.start <= m.start() and m.end() <= t.end for t in triggers):
-                    continue
-                found.append((key, m.start(), m.end(), False))
+        # (key, start, end, kind): kind is "direct", "indirect" or "normal".
+        found: list[tuple[str, int, int, str]] = []
+        for kind, table in (("direct", c.mentions), ("indirect", c.indirect)):
+            for key, pattern in table.items():
+                excluders = [p for k, p in c.exclude.items() if k in (key, "*")]
+                blocked = [(m.start(), m.end()) for p in excluders for m in p.finditer(folded)]
+                if kind == "indirect":  # a sign inside a phrase that names the finding is not one
+                    blocked += [(s, e) for k, s, e, _ in found if k == key]
+                for m in pattern.finditer(folded):
+                    if any(m.start() < e and s < m.end() for s, e in blocked):
+                        continue
+                    # A mention inside a trigger phrase ("no acute") is part of the trigger.
+                    if any(t.start <= m.start() and m.end() <= t.end for t in triggers):
+                        continue
+                    found.append((key, m.start(), m.end(), kind))
         for key, pattern in c.normal.items():
             for m in pattern.finditer(folded):
-                found.append((key, m.start(), m.end(), True))
+                found.append((key, m.start(), m.end(), "normal"))
         out = []
-        for key, start, end, is_normal in found:
-            if is_normal:
+        for key, start, end, kind in found:
+            if kind == "normal":
                 presence: Presence = "absent"
                 trigger: str | None = "normal"
             else:
                 presence, trigger = self._presence(folded, triggers, start, end)
-            out.append(Mention(key, presence, sentence[start:end], sentence, trigger))
+            out.append(
+                Mention(key, presence, sentence[start:end], sentence, trigger, kind != "indirect")
+            )
+        return self._alternatives(folded, found, out)
+
+    def _alternatives(
+        self, folded: str, found: list[tuple[str, int, int, str]], mentions: list[Mention]
+    ) -> list[Mention]:
+        """Make present findings offered as alternatives uncertain: "A or B", and the whole
+        list in "A, B, or C" (a list only with the comma before "or": without it, "opacity,
+        scarring or atelectasis" offers two explanations of an opacity that is there)."""
+        if self._alt_link is None or len(mentions) < 2:
+            return mentions
+        order = sorted(
+            (i for i, f in enumerate(found) if f[3] != "normal"), key=lambda i: found[i][1]
+        )
+        uncertain: set[int] = set()
+        for pos in range(1, len(order)):
+            prev, cur = found[order[pos - 1]], found[order[pos]]
+            gap = folded[prev[2] : cur[1]]
+            if prev[0] == cur[0] or not self._alt_link.fullmatch(gap):
+                continue
+            group = [order[pos - 1], order[pos]]
+            if "," in gap:  # "A, B, or C": the list before the "or" belongs to it
+                back = pos - 1
+                while back > 0:
+                    before, after = found[order[back - 1]], found[order[back]]
+                    if not self._list_link.fullmatch(folded[before[2] : after[1]]):
+                        break
+                    back -= 1
+                    group.append(order[back])
+            if len({found[i][0] for i in group}) >= 2:
+                uncertain.update(group)
+        out = list(mentions)
+        for i in uncertain:
+            m = out[i]
+            if m.presence == "present":
+                out[i] = Mention(m.finding, "uncertain", m.text, m.sentence, "alternative",
+                                 m.direct)
         return out
 
     def _presence(

@@ -19,6 +19,10 @@ class LanguageRules:
     """Everything the labeler needs to know about one language.
 
     - ``mentions``: finding key -> phrases that name the finding.
+    - ``indirect``: finding key -> phrases that point at the finding through a sign without
+      naming it ("blunting of the costophrenic angle" for an effusion, "nodular densities" for
+      a nodule). They decide only when the report never names the finding: "Blunting ...
+      represents scarring. No pleural effusion." is no effusion.
     - ``normal``: finding key -> phrases that state the finding is absent without a negation
       word ("heart size is normal").
     - ``exclude``: finding key (or ``"*"`` for all) -> phrases that, where they overlap a
@@ -27,6 +31,9 @@ class LanguageRules:
     - ``uncertain_pre`` / ``uncertain_post``: the same for uncertainty.
     - ``pseudo``: phrases that contain a trigger word but are not triggers ("no change").
     - ``terminators``: words that end a trigger's scope ("but", "pero").
+    - ``alternatives``: words that join two findings as alternatives ("atelectasis or
+      scarring"): a finding offered as one of two is uncertain, unless negated ("no effusion
+      or pneumothorax" stays absent).
     - ``pre_window`` / ``post_window``: how many words a trigger reaches.
     """
 
@@ -40,6 +47,8 @@ class LanguageRules:
     uncertain_post: tuple[str, ...]
     pseudo: tuple[str, ...]
     terminators: tuple[str, ...]
+    indirect: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    alternatives: tuple[str, ...] = ()
     pre_window: int = 12
     post_window: int = 6
     compiled: CompiledRules | None = field(default=None, compare=False, repr=False)
@@ -76,6 +85,7 @@ class CompiledRules:
     """The rule table as compiled regular expressions."""
 
     mentions: dict[str, re.Pattern[str]]
+    indirect: dict[str, re.Pattern[str]]
     normal: dict[str, re.Pattern[str]]
     exclude: dict[str, re.Pattern[str]]
     negation_pre: re.Pattern[str] | None
@@ -84,6 +94,7 @@ class CompiledRules:
     uncertain_post: re.Pattern[str] | None
     pseudo: re.Pattern[str] | None
     terminators: re.Pattern[str] | None
+    alternatives: re.Pattern[str] | None
 
     @classmethod
     def build(cls, rules: LanguageRules) -> CompiledRules:
@@ -97,6 +108,7 @@ class CompiledRules:
 
         return cls(
             mentions=table(rules.mentions),
+            indirect=table(rules.indirect),
             normal=table(rules.normal),
             exclude=table(rules.exclude),
             negation_pre=_alt(rules.negation_pre),
@@ -105,4 +117,5 @@ class CompiledRules:
             uncertain_post=_alt_punct(rules.uncertain_post),
             pseudo=_alt(rules.pseudo),
             terminators=_alt_punct(rules.terminators),
+            alternatives=_alt(rules.alternatives),
         )

@@ -14,8 +14,8 @@ _W = r"(?:[\w-]+ )"
 
 MENTIONS: dict[str, tuple[str, ...]] = {
     "enlarged_cardiomediastinum": (
-        r"(?:enlarged|widened|widening of the|prominent|enlargement of the) (?:superior )?"
-        r"(?:cardio)?mediastin\w*",
+        r"(?:enlarged|widened|widening of the|prominent|enlargement of the) "
+        r"(?:superior |upper )?(?:cardio)?mediastin\w*",
         r"(?:cardio)?mediastin\w* (?:silhouette |contours? |width )?"
         rf"(?:is |are |appears? |remains? )?{_W}{{0,2}}(?:widen\w*|enlarg\w*|prominen\w*)",
         r"mediastinal (?:widening|enlargement|prominence)",
@@ -49,6 +49,13 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"congestive heart failure",
         r"chf",
         r"kerley b? ?lines",
+        # Signs of venous congestion, counted as edema as CheXpert does.
+        r"(?:central |pulmonary |perihilar )?vascular (?:prominence|engorgement|indistinctness|"
+        r"redistribution|cephalization)",
+        r"(?:pulmonary )?venous (?:hypertension|engorgement|congestion)",
+        r"cephalization",
+        r"prominen\w* (?:of (?:the )?)?(?:central |pulmonary |lung |perihilar )?vascul\w*",
+        r"indistinct (?:central )?(?:pulmonary )?(?:vascular|vessels?)\w*",
     ),
     "consolidation": (r"consolidat\w*",),
     "pneumonia": (
@@ -61,16 +68,12 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "atelectasis": (
         r"atelecta\w*",
         r"(?:lobar|segmental|lung|partial) collapse",
-        r"volume loss",
     ),
     "pneumothorax": (r"pneumothora(?:x|ces)", r"hydropneumothorax"),
     "pleural_effusion": (
         r"(?:pleural )?effusions?",
         r"pleural fluid",
-        r"blunting of (?:the )?(?:\w+ )?costophrenic",
-        r"costophrenic (?:\w+ )?blunting",
-        r"costophrenic (?:angles?|sulc(?:us|i)) (?:is |are )?(?:\w+ )?blunt\w*",
-        r"blunted (?:\w+ )?costophrenic",
+        r"hydropneumothora(?:x|ces)",
     ),
     "pleural_other": (
         r"pleural (?:plaques?|calcifications?|scarring)",
@@ -87,6 +90,15 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"pacemakers?",
         r"pacers?",
         r"aicd",
+        r"icds?",
+        r"(?:nerve |vagal nerve )?stimulators?",
+        r"(?:cardiac |ecg |ekg )?monitor(?:ing)? (?:leads?|wires?|electrodes?)",
+        r"electrodes?",
+        # A de-identified device whose tip is described ("right chest XXXX tip in the SVC").
+        r"tip (?:is |remains |again )?(?:projecting|projects|overlying|overlies|terminating|"
+        r"terminates|in|at|within|near|over)",
+        r"prosthe\w*",
+        r"arthroplast\w*",
         r"defibrillators?",
         r"(?:pacing|pacer) (?:wires?|leads?)",
         r"sternotomy wires?",
@@ -109,10 +121,19 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:pacemaker |pacer |defibrillator )?generator",
         r"(?:vertebro|kypho)plasty",
         r"(?:orthopedic |fixation |surgical )?(?:screws?|plates?|rods?)",
+        # Surgical fusion of the spine: its hardware, or the fused segment itself.
+        r"(?:spinal|spine|cervical|thoracic|lumbar|thoracolumbar|lumbosacral|vertebral|interbody|"
+        r"surgical|postsurgical|postoperative|operative|anterior|posterior)"
+        r"(?: [\w-]+){0,5} fusion",
+        r"fusion (?:hardware|plates?|rods?|screws?|devices?)",
+        r"acdf",
+        r"sutures?",
+        r"suture (?:lines?|material)",
+        r"staples?",
     ),
     "infiltration": (r"infiltrat\w*",),
-    "mass": (r"mass(?:es)?", r"mass-like"),
-    "nodule": (r"nodul(?:e|es|ar|arity)",),
+    "mass": (r"mass(?:es)?",),
+    "nodule": (r"nodules?",),
     "emphysema": (r"emphysem\w*", r"bullae", r"bullous", r"bulla"),
     "fibrosis": (r"fibros\w*", r"fibrotic (?:changes?|lung disease)"),
     "pleural_thickening": (
@@ -150,6 +171,10 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "kyphosis": (r"kyphos\w*", r"kyphotic"),
     "spondylosis": (
         r"spondylo\w*",
+        # Arthritis of the spine, not of the shoulders.
+        r"\w*arthri\w* (?:changes? )?(?:of |in |involving |within |along )?(?:the )?"
+        r"(?:[\w-]+ ){0,2}(?:spine|spinal|vertebra\w*|facets?|discs?)",
+        r"(?:spine|spinal|vertebral|facet|thoracic|lumbar|cervical) (?:[\w-]+ ){0,2}\w*arthri\w*",
         r"degenerative (?:\w+ ){0,3}(?:spine|spinal|vertebra\w*|thoracic|disc|endplate)\w*",
         r"degenerative changes?",
         r"degenerative disease",
@@ -157,19 +182,21 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"diffuse idiopathic skeletal hyperostosis",
     ),
     "aortic_elongation": (
-        r"tortuous (?:\w+ )?aort\w*",
-        r"aort\w* (?:is |appears |remains )?(?:\w+ )?tortuous",
-        r"tortuosity of the (?:\w+ )?aorta",
-        r"(?:elongat|unfold|ectati)\w* (?:of the )?(?:\w+ )?aort\w*",
-        r"aorta (?:is |appears )?(?:\w+ )?(?:elongated|unfolded|ectatic)",
-        r"aortic (?:tortuosity|ectasia|unfolding)",
+        # "tortuous thoracic aorta", "tortuosity of the descending thoracic aorta"
+        r"(?:tortu|elongat|unfold|ectati)\w*,? (?:and [\w-]+ )?(?:of |in )?(?:the )?"
+        r"(?:[\w-]+ ){0,3}aort\w*",
+        # "the aorta is tortuous", "the thoracic aorta is calcified and mildly tortuous"
+        r"aort\w* (?:[\w-]+ ){0,2}(?:is |are |appears? |remains? |demonstrates |shows )?"
+        r"(?:[\w-]+ ){0,4}(?:tortu|elongat|unfold|ectati)\w*",
     ),
     "aortic_atheromatosis": (
         r"atheroscleros\w*",
         r"atherosclerotic",
-        r"atheromatous",
-        r"(?:aortic|aorta) (?:arch |knob )?calcifi\w*",
-        r"calcifi\w* (?:of )?(?:the )?(?:aortic arch|aortic knob|aorta|aortic)",
+        r"atheromat\w*",
+        # Calcification of the aorta (the project's convention: atheromatosis, not calcification).
+        r"aort\w* (?:[\w-]+ ){0,2}(?:is |are |appears? |remains? |demonstrates |shows |with )?"
+        r"(?:[\w-]+ ){0,3}calcifi\w*",
+        r"calcifi\w*,? (?:and [\w-]+ )?(?:[\w-]+ ){0,5}aort\w*",
     ),
     "elevated_hemidiaphragm": (
         r"elevat\w* (?:of )?(?:the )?(?:right |left )?(?:hemi-?)?diaphragm\w*",
@@ -180,7 +207,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "bronchiectasis": (r"bronchiecta\w*",),
     "interstitial_pattern": (
         r"interstitial (?:markings?|pattern|opacit\w*|prominence|lung disease|disease|changes?|"
-        r"thickening|edema)",
+        r"thickening)",
         r"reticul\w* (?:opacit\w*|markings?|pattern|changes?)",
         r"reticulonodular",
         r"(?:increased|prominent|coarse\w*) (?:interstitial |lung |bronchovascular )markings",
@@ -205,25 +232,59 @@ NORMAL: dict[str, tuple[str, ...]] = {
     "hyperinflation": (r"(?:lungs? (?:are |is )?)?normally (?:inflated|expanded)",),
 }
 
+#: Signs that point at a finding without naming it; they count only when the report does not
+#: name the finding itself (see :class:`engine.labeler.rules.LanguageRules`).
+INDIRECT: dict[str, tuple[str, ...]] = {
+    "pleural_effusion": (
+        r"blunting of (?:the )?(?:[\w-]+ ){0,2}costophrenic",
+        r"costophrenic (?:[\w-]+ ){0,2}blunting",
+        r"(?:costophrenic|cp) (?:angles?|sulc(?:us|i)|recess(?:es)?) (?:is |are |remains? )?"
+        r"(?:[\w-]+ ){0,2}blunt\w*",
+        r"blunted (?:[\w-]+ ){0,2}(?:costophrenic|cp|sulc(?:us|i))",
+        r"(?:sulc(?:us|i)) (?:is |are )?(?:[\w-]+ ){0,2}blunt\w*",
+    ),
+    "nodule": (r"nodular(?:ity)?", r"nodularit(?:y|ies)"),
+    "mass": (r"mass-?like",),
+    "atelectasis": (r"volume loss",),
+    # Crowded bronchovascular markings are what low lung volumes look like.
+    "hypoinflation": (
+        r"(?:bronchovascular|bronchopulmonary|vascular|bronchial) (?:[\w-]+ )?crowding",
+        r"crowd\w* (?:of )?(?:the )?(?:central |basilar )?(?:bronchovascular|vascular) "
+        r"(?:and interstitial )?markings",
+    ),
+}
+
 EXCLUDE: dict[str, tuple[str, ...]] = {
     "pleural_effusion": (r"pericardial effusions?", r"joint effusions?"),
     "emphysema": (r"subcutaneous emphysema", r"soft tissue emphysema"),
     "fibrosis": (r"cystic fibrosis",),
     "lung_lesion": (
-        r"(?:bony|osseous|bone|lytic|sclerotic|skeletal|blastic|skin|cutaneous) lesions?",
+        r"(?:bony|osseous|bone|lytic|sclerotic|skeletal|blastic|skin|cutaneous|expansile) "
+        r"(?:[\w-]+ )?lesions?",
+        # A lesion of a bone is not a lung lesion; a mass lesion is a mass.
+        r"lesions? (?:of|in|involving|within|along) (?:the )?(?:[\w-]+ ){0,3}(?:ribs?|humer\w*|"
+        r"clavic\w*|scapul\w*|vertebra\w*|spine|sternum|bones?)",
+        r"mass(?:-like)? lesions?",
     ),
     "calcification": (
-        r"calcified (?:granuloma|granulomas|nodule|nodules)",
-        r"(?:aortic|aorta) (?:arch |knob )?calcifi\w*",
-        r"calcifi\w* (?:of )?(?:the )?(?:aortic arch|aortic knob|aorta|aortic)",
+        # What other findings already say: calcified granulomas, calcified aorta.
+        r"calcifi(?:ed|c) (?:[\w-]+ ){0,2}granulom\w*",
+        r"granulom\w* (?:is |are )?calcified",
+        r"aort\w* (?:[\w-]+ ){0,2}(?:is |are |appears? |remains? |demonstrates |shows |with )?"
+        r"(?:[\w-]+ ){0,3}calcifi\w*",
+        r"calcifi\w*,? (?:and [\w-]+ )?(?:[\w-]+ ){0,5}aort\w*",
+        r"atherosclerotic (?:[\w-]+ ){0,2}calcifi\w*",
     ),
-    "lung_opacity": (r"(?:bone|bony|mineral) densit(?:y|ies)", r"nodular opacit(?:y|ies)"),
+    "lung_opacity": (r"(?:bone|bony|mineral) densit(?:y|ies)",),
     "hernia": (r"(?:inguinal|umbilical|ventral) hernias?",),
     "pneumonia": (
         r"(?:urinary|urinary tract) infection",
         r"granulomatous (?:infection|disease|process)",
     ),
-    "support_devices": (r"(?:lobar|lung|partial) collapse",),
+    "support_devices": (
+        r"(?:lobar|lung|partial) collapse",
+        r"(?:breast|mammary) (?:prosthes\w*|implants?)",
+    ),
 }
 
 NEGATION_PRE: tuple[str, ...] = (
@@ -255,6 +316,8 @@ NEGATION_POST: tuple[str, ...] = (
     r"not (?:seen|identified|present|visualized|demonstrated|evident|appreciated|detected)",
     r"(?:has|have) (?:resolved|cleared|been removed)",
     r"(?:is|are) (?:absent|negative|gone)",
+    # "Heart size and pulmonary vascular engorgement appear within limits of normal."
+    r"appears? within (?:the )?(?:limits of normal|normal limits)",
     r"resolved",
     r"removed",
 )
@@ -271,6 +334,11 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"questionable",
     r"question of",
     r"suspicious for",
+    r"worrisome for",
+    r"worrisome",
+    r"raises? (?:the )?(?:possibility|question) of",
+    r"(?:could|may|might) (?:also )?(?:be|represent) (?:due to|related to|secondary to)",
+    r"favou?r(?:ed|s)?",
     r"suspected",
     r"suspect",
     r"suggestive of",
@@ -285,7 +353,7 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"cannot be (?:excluded|ruled out)",
     r"not (?:entirely |completely )?excluded",
     r"difficult to exclude",
-    r"differential (?:diagnosis )?(?:includes?|considerations? include)",
+    r"differential (?:diagnosis )?(?:includes?|including|considerations? include)",
     r"versus",
     r"vs\.?",
     r"presumably",
@@ -302,11 +370,13 @@ UNCERTAIN_PRE: tuple[str, ...] = (
 )
 
 UNCERTAIN_POST: tuple[str, ...] = (
+    r"(?:should|must|needs? to|to) be (?:excluded|ruled out)",
     r"(?:cannot|can not|can't) be (?:excluded|ruled out|entirely excluded)",
     r"(?:is|are) not (?:entirely |completely )?(?:excluded|ruled out)",
-    r"(?:is|are) (?:possible|suspected|questioned|likely|not excluded|considered)",
+    r"(?:is|are) (?:also )?(?:possible|suspected|questioned|likely|not excluded|considered)",
     r"not (?:entirely |completely )?excluded",
-    r"(?:is|are) (?:a )?(?:consideration|possibility)",
+    r"(?:is|are|would be|remains?) (?:a |also a )?(?:consideration|possibility)",
+    r"(?:is|are) (?:in|included in) the differential",
     r"\?",
     r"versus",
     r"vs\.?",
@@ -339,9 +409,12 @@ TERMINATORS: tuple[str, ...] = (
     r":",
 )
 
+ALTERNATIVES: tuple[str, ...] = (r"or", r"and/or")
+
 RULES_EN = LanguageRules(
     lang="en",
     mentions=MENTIONS,
+    indirect=INDIRECT,
     normal=NORMAL,
     exclude=EXCLUDE,
     negation_pre=NEGATION_PRE,
@@ -350,4 +423,5 @@ RULES_EN = LanguageRules(
     uncertain_post=UNCERTAIN_POST,
     pseudo=PSEUDO,
     terminators=TERMINATORS,
+    alternatives=ALTERNATIVES,
 )

@@ -47,8 +47,10 @@ def test_evaluate_on_a_tiny_r2gen_split(r2gen_root: Path, tmp_path: Path,
     assert "wrote" in capsys.readouterr().out
 
 
-def test_evaluate_real_iu_test_split(shared_data: Path, tmp_path: Path) -> None:
-    """A trivial "always normal" system on the real R2Gen IU X-Ray test split."""
+def test_evaluate_real_iu_test_split(shared_data: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A trivial "always normal" system on the real R2Gen IU X-Ray test split, scored with the
+    published protocol by default, beside the baselines, every figure with an interval."""
     ann = json.loads((shared_data / "iu_xray" / "r2gen_split_annotation.json").read_text())
     normal = (
         "The heart is normal in size. The lungs are clear. No pleural effusion or pneumothorax."
@@ -58,17 +60,57 @@ def test_evaluate_real_iu_test_split(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["evaluate", "--predictions", str(preds), "--dataset", "iu_xray",
                  "--root", str(shared_data / "iu_xray"), "--split", "test",
-                 "--sections", "findings", "--out", str(out)]) == 0
+                 "--out", str(out), "--no-meteor", "--bootstrap", "200"]) == 0
     metrics = json.loads((out / "metrics.json").read_text("utf-8"))
     assert metrics["n_studies"] == 590
+    protocol = metrics["protocol"]
+    assert protocol["name"] == "r2gen-iu-xray" and protocol["sections"] == ["findings"]
+    assert protocol["tokenizer"] == "r2gen" and "R2Gen (Chen et al. 2020)" in (
+        protocol["comparable_with"])
+    assert metrics["bootstrap"]["n_resamples"] == 200 and metrics["bootstrap"]["seed"] == 12
     nlg = metrics["nlg"]
     assert 0.0 < nlg["BLEU-4"] < nlg["BLEU-1"] < 1.0
-    if nlg["METEOR"] is not None:
-        assert 0.0 < nlg["METEOR"] < 1.0
     clinical = metrics["clinical"]["per_finding"]
     # Saying "normal" everywhere finds every normal study and no abnormal one.
     assert clinical["no_finding"]["recall"] == 1.0
     assert clinical["cardiomegaly"]["recall"] == 0.0
+    summary = metrics["clinical_summary"]
+    assert set(summary) == {"findings", "findings_without_no_finding", "chexpert14",
+                            "chexpert13_without_no_finding", "chexpert5"}
+    assert summary["chexpert5"]["micro"]["f1"] == 0.0
+    for group in ("nlg", "chexpert14", "chexpert5", "findings"):
+        for name, iv in metrics["intervals"][group].items():
+            assert iv["low"] <= iv["estimate"] <= iv["high"], (group, name)
+    # The baselines, scored the same way: a constant normal report reaches micro F1 about 0.5
+    # on IU X-Ray (only No Finding right), a random training report less.
+    base = metrics["baselines"]
+    assert set(base) == {"constant_normal", "random_train"}
+    assert "normal" in base["constant_normal"]["description"].lower()
+    const = base["constant_normal"]["clinical_summary"]["findings"]["micro"]["f1"]
+    assert 0.4 < const < 0.6
+    rand = base["random_train"]["clinical_summary"]["findings"]["micro"]["f1"]
+    assert 0.0 < rand < const
+    assert base["random_train"]["intervals"]["nlg"]["BLEU-1"]["low"] > 0.0
+    printed = capsys.readouterr().out
+    for row in ("| predictions |", "| constant_normal |", "| random_train |"):
+        assert printed.count(row) == 2, row  # text similarity and clinical tables
+    assert "micro F1-14" in printed and "macro F1-5" in printed and " [" in printed
+    md = (out / "metrics.md").read_text("utf-8")
+    assert "r2gen-iu-xray" in md and "| random_train |" in md
+
+
+def test_departing_from_the_protocol_is_recorded(r2gen_root: Path, tmp_path: Path) -> None:
+    preds = _write_jsonl(tmp_path / "preds.jsonl", [
+        {"study_id": "CXR2_IM-0002", "report": "Cardiomegaly. Small right pleural effusion."},
+    ])
+    out = tmp_path / "out"
+    assert main(["evaluate", "--predictions", str(preds), "--dataset", "iu_xray",
+                 "--root", str(r2gen_root), "--split", "val", "--out", str(out), "--no-meteor",
+                 "--sections", "findings,impression", "--no-baselines", "--bootstrap", "0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text("utf-8"))
+    assert metrics["protocol"]["name"] == "custom"
+    assert metrics["protocol"]["comparable_with"] == []
+    assert metrics["baselines"] == {} and metrics["intervals"] == {}
 
 
 def test_spanish_evaluation_on_padchest_gr(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from training.data.records import (
 from training.label_maps import (
     CHEXPERT_TO_KEY,
     NIH_LABELS,
+    mesh_sign_keys,
     mesh_to_keys,
     nih_to_key,
     padchest_to_key,
@@ -33,6 +34,50 @@ def test_mesh_terms() -> None:
     assert mesh_to_keys("Costophrenic Angle/bilateral/blunted") == {"pleural_effusion"}
 
 
+def test_mesh_review_of_issue_12() -> None:
+    # Calcification of the aorta is atheromatosis (the project's convention).
+    assert mesh_to_keys("Calcinosis/aorta") == {"aortic_atheromatosis"}
+    assert mesh_to_keys("Calcinosis/aorta, thoracic/mild") == {"aortic_atheromatosis"}
+    assert mesh_to_keys("Calcinosis/lung/hilum/lymph nodes") == {"calcification"}
+    # A blunted angle is an effusion unless the report denies one.
+    assert mesh_to_keys("Costophrenic Angle/left/blunted", denied={"pleural_effusion"}) == set()
+    assert mesh_to_keys("Sulcus/blunted") == {"pleural_effusion"}
+    assert mesh_to_keys("Pleura/blunted", denied={"pneumothorax"}) == {"pleural_effusion"}
+    assert mesh_sign_keys(["Cardiomegaly", "Costophrenic Angle/blunted"]) == {"pleural_effusion"}
+    assert mesh_to_keys("Hydropneumothorax/right") == {"pneumothorax", "pleural_effusion"}
+    assert mesh_to_keys("Diaphragm/bilateral/flattened") == {"hyperinflation"}
+    assert mesh_to_keys("Arthritis/spine") == {"spondylosis"}
+    assert mesh_to_keys("Arthritis/shoulder") == set()
+    assert mesh_to_keys("Blister/lung/upper lobe/bilateral") == {"emphysema"}
+    assert mesh_to_keys("Cavitation/lung/apex/right") == {"lung_lesion"}
+    assert mesh_to_keys("Heart Failure/mild") == {"edema"}
+    assert mesh_to_keys("Spinal Fusion/cervical vertebrae") == {"support_devices"}
+    assert mesh_to_keys("Sutures/lung/upper lobe/left") == {"support_devices"}
+    assert mesh_to_keys("Markings/bronchovascular/mild") == {"hypoinflation"}
+
+
+def test_iu_blunted_angle_denied_by_the_report(tmp_path: Path) -> None:
+    from training.data.iu_xray import IUXRayDataset
+
+    folder = tmp_path / "ecgen-radiology"
+    folder.mkdir()
+    xml = (
+        '<eCitation><uId id="CXR9"/><MedlineCitation><Article><Abstract>'
+        '<AbstractText Label="FINDINGS">{text}</AbstractText></Abstract></Article>'
+        '</MedlineCitation><MeSH><major>Costophrenic Angle/right/blunted</major></MeSH>'
+        '<parentImage id="CXR9_1_IM-0009-1001"/></eCitation>'
+    )
+    (folder / "9.xml").write_text(xml.format(
+        text="Blunting of the right costophrenic angle, likely pleural scarring. "
+             "No pleural effusion."), "utf-8")
+    (record,) = list(IUXRayDataset(tmp_path, layout="openi"))
+    assert "pleural_effusion" not in record.findings
+    (folder / "9.xml").write_text(xml.format(
+        text="Blunting of the right costophrenic angle."), "utf-8")
+    (record,) = list(IUXRayDataset(tmp_path, layout="openi"))
+    assert record.findings == {"pleural_effusion": "present"}
+
+
 def test_nih_chexpert_padchest() -> None:
     assert len(NIH_LABELS) == 14
     assert nih_to_key("Pleural_Thickening") == "pleural_thickening"
@@ -41,6 +86,21 @@ def test_nih_chexpert_padchest() -> None:
     assert padchest_to_key(" Pleural Effusion ") == "pleural_effusion"
     assert padchest_to_key("aortic elongation") == "aortic_elongation"
     assert padchest_to_key("unchanged") is None
+
+
+@pytest.mark.parametrize(("label", "key"), [
+    ("hypoexpansion", "hypoinflation"), ("volume loss", "atelectasis"),
+    ("diaphragmatic eventration", "elevated_hemidiaphragm"), ("empyema", "pleural_effusion"),
+    ("calcified pleural plaques", "pleural_other"), ("vertebral compression", "fracture"),
+    ("heart insufficiency", "edema"), ("atypical pneumonia", "pneumonia"),
+    ("abscess", "lung_lesion"), ("NSG tube", "support_devices"),
+])
+def test_padchest_review(label: str, key: str) -> None:
+    assert padchest_to_key(label) == key
+
+
+def test_padchest_map_names_no_label_padchest_lacks() -> None:
+    assert padchest_to_key("alveolar edema") is None  # not a PadChest label
 
 
 def test_record_validation() -> None:

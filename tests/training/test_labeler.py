@@ -43,6 +43,52 @@ EN_CASES = [
     ("Evidence of prior granulomatous infection.", {"granuloma": "present"}),
 ]
 
+#: The report-level reading and the readings the issue found wrong, in sentences of our own.
+EN_REPORT_CASES = [
+    # An explicit negation is not outvoted by an indirect sign elsewhere in the report.
+    ("Mild blunting of the left costophrenic angle, likely chronic pleural scarring. "
+     "There is no pleural effusion.",
+     {"pleural_effusion": "absent", "pleural_other": "uncertain", "scarring": "uncertain"}),
+    ("Blunted right costophrenic sulcus. Pleural effusion is not seen.",
+     {"pleural_effusion": "absent", "no_finding": "present"}),
+    ("Small nodular opacities at the right base, probably vascular. No suspicious pulmonary "
+     "nodule is seen.", {"nodule": "absent", "lung_opacity": "present"}),
+    ("Heart size and pulmonary vascularity appear within normal limits.",
+     {"cardiomegaly": "absent", "no_finding": "present"}),
+    # A sign alone still counts; a named finding present on one side stays present.
+    ("Blunting of the right costophrenic angle.", {"pleural_effusion": "present"}),
+    ("Small left pleural effusion. No right pleural effusion.", {"pleural_effusion": "present"}),
+    # Alternatives are uncertain; a negated list stays absent; an opacity explained two ways
+    # is still there.
+    ("Right basilar opacity representing atelectasis or pneumonia.",
+     {"lung_opacity": "present", "atelectasis": "uncertain", "pneumonia": "uncertain"}),
+    ("Streaky left base opacity, scarring or subsegmental atelectasis.",
+     {"lung_opacity": "present", "scarring": "uncertain", "atelectasis": "uncertain"}),
+    ("Findings may represent atelectasis, scarring, or early pneumonia.",
+     {"atelectasis": "uncertain", "scarring": "uncertain", "pneumonia": "uncertain"}),
+    ("No focal consolidation, pneumothorax or effusion.",
+     {"consolidation": "absent", "pneumothorax": "absent", "pleural_effusion": "absent",
+      "no_finding": "present"}),
+    ("Patchy right lower lobe airspace disease worrisome for pneumonia.",
+     {"lung_opacity": "present", "pneumonia": "uncertain"}),
+    # The aorta: tortuosity is elongation, calcification is atheromatosis.
+    ("The thoracic aorta is tortuous.", {"aortic_elongation": "present"}),
+    ("Mild tortuosity of the descending thoracic aorta.", {"aortic_elongation": "present"}),
+    ("Tortuous and calcified thoracic aorta.",
+     {"aortic_elongation": "present", "aortic_atheromatosis": "present"}),
+    ("The aorta is calcified.", {"aortic_atheromatosis": "present"}),
+    ("Calcification of the aortic knob.", {"aortic_atheromatosis": "present"}),
+    ("The aorta is not tortuous.", {"aortic_elongation": "absent", "no_finding": "present"}),
+    # The spine: arthritis of the spine is spondylosis, of the shoulders it is not.
+    ("Arthritic changes of the thoracic spine.", {"spondylosis": "present"}),
+    ("Degenerative arthritis of the shoulders.", {"no_finding": "present"}),
+    # Surgical fusion of the spine is hardware.
+    ("Postsurgical changes of anterior cervical spinal fusion.",
+     {"support_devices": "present", "no_finding": "present"}),
+    ("Low lung volumes with bronchovascular crowding.", {"hypoinflation": "present"}),
+    ("Right hydropneumothorax.", {"pneumothorax": "present", "pleural_effusion": "present"}),
+]
+
 ES_CASES = [
     ("Sin derrame pleural ni neumotórax.",
      {"pleural_effusion": "absent", "pneumothorax": "absent", "no_finding": "present"}),
@@ -63,6 +109,18 @@ ES_CASES = [
 @pytest.mark.parametrize(("text", "expected"), EN_CASES)
 def test_english(text: str, expected: dict[str, str]) -> None:
     assert label_report(text, "en") == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), EN_REPORT_CASES)
+def test_english_report_level_reading(text: str, expected: dict[str, str]) -> None:
+    assert label_report(text, "en") == expected
+
+
+def test_a_sign_is_marked_indirect() -> None:
+    mentions = get_labeler("en").mentions("Blunting of the left costophrenic angle.")
+    assert [(m.finding, m.direct) for m in mentions] == [("pleural_effusion", False)]
+    alt = get_labeler("en").mentions("Scarring or atelectasis at the left base.")
+    assert {m.trigger for m in alt} == {"alternative"}
 
 
 @pytest.mark.parametrize(("text", "expected"), ES_CASES)
@@ -129,6 +187,6 @@ def test_rule_tables_name_only_findings_of_the_finding_set(lang: str) -> None:
     from training.findings import FINDINGS_BY_KEY
 
     rules = RULES_EN if lang == "en" else RULES_ES
-    for table in (rules.mentions, rules.normal, rules.exclude):
+    for table in (rules.mentions, rules.indirect, rules.normal, rules.exclude):
         unknown = sorted(k for k in table if k != "*" and k not in FINDINGS_BY_KEY)
         assert not unknown, f"{lang} rules name unknown finding keys {unknown}"

@@ -32,11 +32,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from engine.labeler import get_labeler
 from training.data.base import ChestXrayDataset, hashed_split, read_csv
 from training.data.records import ImageRef, Presence, StudyRecord, normalize_split, normalize_view
 from training.data.registry import register_dataset
 from training.exceptions import DatasetFileNotFoundError, DatasetFormatError
-from training.label_maps import mesh_to_keys
+from training.label_maps import mesh_sign_keys, mesh_to_keys
 
 logger = logging.getLogger(__name__)
 
@@ -247,15 +248,18 @@ class IUXRayDataset(ChestXrayDataset):
             if label in ("findings", "impression") and el.text and el.text.strip():
                 sections[label] = " ".join(el.text.split())
         findings: dict[str, Presence] = {}
-        mesh_terms = []
+        mesh_terms: list[str] = []
         mesh = root.find("MeSH")
         if mesh is not None:
-            for el in mesh.findall("major"):
-                term = (el.text or "").strip()
-                if term:
-                    mesh_terms.append(term)
-                    for key in mesh_to_keys(term):
-                        findings[key] = "present"
+            mesh_terms = [t for t in ((el.text or "").strip() for el in mesh.findall("major")) if t]
+        denied: set[str] = set()
+        if mesh_sign_keys(mesh_terms):
+            # A sign (blunted angle) counts for its finding unless the report denies the finding.
+            read = get_labeler("en").label(" ".join(sections.values()), sections=False)
+            denied = {k for k, p in read.items() if p == "absent"}
+        for term in mesh_terms:
+            for key in mesh_to_keys(term, denied):
+                findings[key] = "present"
         images = tuple(
             ImageRef(
                 png_dir / f"{image_id}.png",
