@@ -1,19 +1,29 @@
 """Timed work with APScheduler. Every job reads its state from the database, so a restart
-loses nothing: the schedule itself is rebuilt from configuration at start-up."""
+loses nothing: the schedule itself is rebuilt from configuration at start-up.
+
+Each job runs one at a time and is paused while it runs (:func:`add_serial_job`), so a run
+longer than its interval (a delivery to a slow PACS) delays the next instead of colliding
+with it: APScheduler never has to skip a run and warn "maximum number of running instances
+reached".
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicomnode.config import Config
 from dicomnode.db import session_scope
-from dicomnode.delivery import delivery_job
+from dicomnode.delivery import DeliveryJob
 from dicomnode.retention import retention_job
 from dicomnode.spool import Spool
 from dicomnode.studies import mark_stable_studies
@@ -31,37 +41,61 @@ def stability_job(sessions: sessionmaker[Session], window_seconds: float) -> Non
         logger.error("stability check failed, will retry: %s", exc)
 
 
+def add_serial_job(
+    scheduler: BackgroundScheduler,
+    func: Callable[..., Any],
+    seconds: float,
+    job_id: str,
+    args: list[Any],
+) -> None:
+    """Run ``func(*args)`` every ``seconds``, never overlapping: the job is paused while it runs
+    and resumed when it ends, so a long run delays the next instead of being skipped."""
+
+    def run_paused() -> None:
+        with suppress(JobLookupError):
+            scheduler.pause_job(job_id)
+        try:
+            func(*args)
+        finally:
+            if scheduler.running:
+                with suppress(JobLookupError):
+                    scheduler.resume_job(job_id)
+
+    scheduler.add_job(
+        run_paused,
+        "interval",
+        seconds=seconds,
+        id=job_id,
+        max_instances=1,
+        coalesce=True,
+    )
+
+
 def create_scheduler(
     config: Config, sessions: sessionmaker[Session], spool: Spool, data_dir: Path
 ) -> BackgroundScheduler:
     """A scheduler holding the node's periodic jobs (not started)."""
     scheduler = BackgroundScheduler(timezone="UTC")
-    scheduler.add_job(
+    add_serial_job(
+        scheduler,
         stability_job,
-        "interval",
-        seconds=config.stability.check_interval_seconds,
-        args=[sessions, config.stability.window_seconds],
-        id="stability",
-        max_instances=1,
-        coalesce=True,
+        config.stability.check_interval_seconds,
+        "stability",
+        [sessions, config.stability.window_seconds],
     )
-    scheduler.add_job(
-        delivery_job,
-        "interval",
-        seconds=config.delivery.check_interval_seconds,
-        args=[sessions, config, data_dir],
-        id="delivery",
-        max_instances=1,
-        coalesce=True,
+    add_serial_job(
+        scheduler,
+        DeliveryJob(sessions, config, data_dir),
+        config.delivery.check_interval_seconds,
+        "delivery",
+        [],
     )
     if config.retention.keep_days > 0:
-        scheduler.add_job(
+        add_serial_job(
+            scheduler,
             retention_job,
-            "interval",
-            seconds=config.retention.check_interval_seconds,
-            args=[sessions, spool, data_dir, config.retention.keep_days],
-            id="retention",
-            max_instances=1,
-            coalesce=True,
+            config.retention.check_interval_seconds,
+            "retention",
+            [sessions, spool, data_dir, config.retention.keep_days],
         )
     return scheduler
