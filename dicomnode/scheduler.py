@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import suppress
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,9 @@ def add_serial_job(
         id=job_id,
         max_instances=1,
         coalesce=True,
+        # First run at start-up: the delivery job then takes back this node's own claims
+        # left by a crash at once, and a long interval does not delay a restart's work.
+        next_run_time=datetime.now(UTC),
     )
 
 
