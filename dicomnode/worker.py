@@ -190,8 +190,8 @@ class LeaseHeartbeat:
                 return
             try:
                 renewed = self.renew()
-            except DATABASE_DOWN as exc:
-                logger.warning("could not renew the lease (database unreachable): %s", exc)
+            except Exception as exc:  # never let the heartbeat die silently; retry next beat
+                logger.warning("could not renew the lease, retrying: %s", exc)
                 continue
             if renewed < len(self.study_ids):
                 logger.warning(
