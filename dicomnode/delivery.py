@@ -474,6 +474,9 @@ class DeliveryJob:
                     self._resumed = True
                 deliver_due(self.sessions, self.config, self.data_dir, identity=self.identity)
             except (SQLAlchemyError, OSError) as exc:
+                # The run's claims may be left behind (the database went away mid-run): the
+                # next run takes them back at once rather than waiting for them to expire.
+                self._resumed = False
                 logger.error("delivery run failed, will retry: %s", exc)
 
 
