@@ -1,22 +1,20 @@
 """Timed work with APScheduler. Every job reads its state from the database, so a restart
 loses nothing: the schedule itself is rebuilt from configuration at start-up.
 
-Each job runs one at a time and is paused while it runs (:func:`add_serial_job`), so a run
-longer than its interval (a delivery to a slow PACS) delays the next instead of colliding
-with it: APScheduler never has to skip a run and warn "maximum number of running instances
-reached".
+Each job runs one at a time (:func:`add_serial_job`): a run longer than its interval (a
+delivery to a slow PACS) delays the next instead of colliding with it, and APScheduler never
+has to skip a run and warn "maximum number of running instances reached".
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
-from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,25 +46,29 @@ def add_serial_job(
     job_id: str,
     args: list[Any],
 ) -> None:
-    """Run ``func(*args)`` every ``seconds``, never overlapping: the job is paused while it runs
-    and resumed when it ends, so a long run delays the next instead of being skipped."""
+    """Run ``func(*args)`` every ``seconds``, never two at once, first at start-up.
 
-    def run_paused() -> None:
-        with suppress(JobLookupError):
-            scheduler.pause_job(job_id)
+    A tick that comes while a run is still going returns at once: APScheduler may start a
+    second instance (``max_instances=2``), so it never skips a tick and warns "maximum number
+    of running instances reached", and the work itself never overlaps. (Pausing the job from
+    inside it would deadlock with ``shutdown(wait=True)``, which holds the job store lock.)
+    """
+    running = threading.Lock()
+
+    def run_alone() -> None:
+        if not running.acquire(blocking=False):
+            return
         try:
             func(*args)
         finally:
-            if scheduler.running:
-                with suppress(JobLookupError):
-                    scheduler.resume_job(job_id)
+            running.release()
 
     scheduler.add_job(
-        run_paused,
+        run_alone,
         "interval",
         seconds=seconds,
         id=job_id,
-        max_instances=1,
+        max_instances=2,
         coalesce=True,
         # First run at start-up: the delivery job then takes back this node's own claims
         # left by a crash at once, and a long interval does not delay a restart's work.
