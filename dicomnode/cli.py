@@ -210,13 +210,13 @@ def _collect_status(config: Config) -> dict[str, Any]:
                     }
                     for d in in_flight
                 ],
-                "workers": [_worker_status(w, config) for w in workers],
+                "workers": [_worker_status(w) for w in workers],
             }
     finally:
         engine.dispose()
 
 
-def _worker_status(worker: WorkerRecord, config: Config) -> dict[str, Any]:
+def _worker_status(worker: WorkerRecord) -> dict[str, Any]:
     """A worker's lease beside its engine's measured batch latency."""
     latency = worker.max_batch_seconds
     if worker.stopped_at is not None:
@@ -248,7 +248,6 @@ def _worker_status(worker: WorkerRecord, config: Config) -> dict[str, Any]:
         "max_batch_to_lease": None if latency is None else round(latency / worker.lease_seconds, 3),
         "last_seen_at": worker.last_seen_at.isoformat(),
         "note": note,
-        "database": "sqlite" if config.node.effective_database_url.startswith("sqlite") else "",
     }
 
 
