@@ -83,15 +83,13 @@ def build_report_objects(
     with_presentation_state: bool = True,
     uid_root: str = DEFAULT_UID_ROOT,
     sr_series_number: int = DEFAULT_SR_SERIES_NUMBER,
+    # Headers of the study's earlier SR drafts this report replaces: every SR written names
+    # them in its Predecessor Documents Sequence (docs/report-objects.md, "Revised drafts").
+    predecessors: Sequence[Dataset] = (),
     pr_series_number: int = DEFAULT_PR_SERIES_NUMBER,
     institution_name: str | None = None,
-    predecessors: Sequence[Dataset] = (),
 ) -> list[Dataset]:
-    """The DICOM objects that carry ``report`` back into its study (see the module docstring).
-
-    ``predecessors``: headers of earlier SR drafts of the study that this report replaces;
-    each SR written names them in its Predecessor Documents Sequence (docs/report-objects.md).
-    """
+    """The DICOM objects that carry ``report`` back into its study (see the module docstring)."""
     if not isinstance(report, StudyReport):
         raise TypeError(f"report must be a StudyReport, got {type(report).__name__}")
     if report.language.split("-")[0].lower() != "es":
@@ -168,8 +166,8 @@ def build_report_objects(
             if isinstance(exc, ReportObjectError):
                 raise
             raise ReportObjectError(f"cannot build the report objects: {exc}") from exc
-    _link_predecessors(objects, predecessors, report.study_instance_uid)
     logger.info("built %d report object(s) for study %s", len(objects), report.study_instance_uid)
+    _link_predecessors(objects, predecessors, report.study_instance_uid)
     return objects
 
 
