@@ -74,7 +74,7 @@ def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(config: Config, args: argparse.Namespace) -> int:
-    from dicomnode.worker import ReportingWorker, wait_for_database
+    from dicomnode.worker import ReportingWorker
     from engine.runtime import create_engine
 
     if config.engine.artifact is None:
@@ -87,18 +87,18 @@ def _cmd_worker(config: Config, args: argparse.Namespace) -> int:
     )
     db_engine = create_db_engine(config.node.effective_database_url)
     worker = ReportingWorker(config, create_session_factory(db_engine), engine)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
-    signal.signal(signal.SIGINT, lambda *_: worker.stop.set())
+    stop = worker.stop
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(
+        f"worker {worker.worker_id} running engine {engine.identity.name} "
+        f"{engine.identity.version}; Ctrl-C stops",
+        flush=True,
+    )
     try:
         # A database that is down at start-up is waited for, like an outage later on.
-        if not wait_for_database(db_engine, worker.backoff):
-            return 0
-        print(
-            f"worker {worker.worker_id} running engine {engine.identity.name} "
-            f"{engine.identity.version}; Ctrl-C stops",
-            flush=True,
-        )
-        worker.run(poll_seconds=args.poll)
+        if worker.wait_for_database(db_engine):
+            worker.run(stop, poll_seconds=args.poll)
     finally:
         db_engine.dispose()
     return 0

@@ -408,6 +408,10 @@ class ReportingWorker:
             f"recording the result of {claimed.study_instance_uid}",
         )
 
+    def wait_for_database(self, db_engine: Engine) -> bool:
+        """:func:`wait_for_database` with this worker's backoff and stop event."""
+        return wait_for_database(db_engine, self.backoff)
+
     def register(self) -> None:
         """Record this worker (lease, heartbeat) for ``dicomnode status``."""
         engine_identity = getattr(self.engine, "identity", None)
