@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -21,11 +22,13 @@ from dicomnode.db import (
     InstanceVersion,
     QuarantineEntry,
     Study,
+    WorkerRecord,
     check_schema,
     create_db_engine,
     create_session_factory,
     migrate_database,
     session_scope,
+    utcnow,
 )
 from dicomnode.exceptions import DicomNodeError
 from dicomnode.studies import count_by_state
@@ -90,9 +93,8 @@ def _cmd_worker(config: Config, args: argparse.Namespace) -> int:
 
     engine = _configured_engine(config)
     db_engine = create_db_engine(config.node.effective_database_url)
-    check_schema(db_engine)
     worker = ReportingWorker(config, create_session_factory(db_engine), engine)
-    stop = threading.Event()
+    stop = worker.stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     print(
@@ -101,7 +103,9 @@ def _cmd_worker(config: Config, args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        worker.run(stop, poll_seconds=args.poll)
+        # A database that is down at start-up is waited for, like an outage later on.
+        if worker.wait_for_database(db_engine):
+            worker.run(stop, poll_seconds=args.poll)
     finally:
         db_engine.dispose()
     return 0
@@ -122,10 +126,15 @@ def _cmd_retry(config: Config, args: argparse.Namespace) -> int:
     try:
         check_schema(engine)
         with session_scope(create_session_factory(engine)) as session:
-            count = retry_deliveries(session, args.ids)
+            result = retry_deliveries(session, args.ids)
     finally:
         engine.dispose()
-    print(f"{count} delivery(ies) queued again; the running node sends them on its next run")
+    for row_id, reason in sorted(result.skipped.items()):
+        print(f"not sent: {reason}" if row_id == 0 else f"#{row_id} not sent: {reason}")
+    print(
+        f"{len(result.queued)} delivery(ies) queued again; the running node sends them on its "
+        "next run"
+    )
     return 0
 
 
@@ -186,6 +195,20 @@ def _collect_status(config: Config, limit: int = 20) -> dict[str, Any]:
                 select(Delivery)
                 .where(Delivery.state.in_([DeliveryState.DEAD, DeliveryState.REFUSED]))
                 .order_by(Delivery.updated_at.desc())
+            ).all()
+            superseded = session.scalars(
+                select(Delivery)
+                .where(Delivery.state == DeliveryState.SUPERSEDED)
+                .order_by(Delivery.updated_at.desc())
+                .limit(20)
+            ).all()
+            in_flight = session.scalars(
+                select(Delivery)
+                .where(Delivery.state == DeliveryState.PENDING, Delivery.claimed_by.is_not(None))
+                .order_by(Delivery.next_attempt_at)
+            ).all()
+            workers = session.scalars(
+                select(WorkerRecord).order_by(WorkerRecord.last_seen_at.desc()).limit(20)
             ).all()
             return {
                 "ae_title": config.node.ae_title,
@@ -248,9 +271,66 @@ def _collect_status(config: Config, limit: int = 20) -> dict[str, Any]:
                     }
                     for d in problems
                 ],
+                "superseded_deliveries": [
+                    {
+                        "id": d.id,
+                        "destination": d.destination,
+                        "sop_instance_uid": d.sop_instance_uid,
+                        "study_instance_uid": d.study.study_instance_uid,
+                        "superseded_at": d.superseded_at.isoformat() if d.superseded_at else None,
+                        "attempts": d.attempts,
+                        "last_error": d.last_error,
+                    }
+                    for d in superseded
+                ],
+                "deliveries_in_flight": [
+                    {
+                        "id": d.id,
+                        "destination": d.destination,
+                        "claimed_by": d.claimed_by,
+                        "claim_expires_at": d.next_attempt_at.isoformat(),
+                    }
+                    for d in in_flight
+                ],
+                "workers": [_worker_status(w) for w in workers],
             }
     finally:
         engine.dispose()
+
+
+def _worker_status(worker: WorkerRecord) -> dict[str, Any]:
+    """A worker's lease beside its engine's measured batch latency."""
+    latency = worker.max_batch_seconds
+    if worker.stopped_at is not None:
+        state = "stopped"
+    elif utcnow() - worker.last_seen_at > timedelta(seconds=worker.lease_seconds):
+        state = "not seen for longer than its lease (crashed?)"
+    else:
+        state = "running"
+    if latency is None:
+        note = "no batch measured yet"
+    elif latency > worker.lease_seconds:
+        note = (
+            "the engine is slower than the lease: the heartbeat keeps its studies, but lower "
+            "engine.batch_size or raise engine.lease_seconds"
+        )
+    elif latency > worker.heartbeat_seconds:
+        note = "slower than the heartbeat interval: renewed while reporting"
+    else:
+        note = "within the heartbeat interval"
+    return {
+        "id": worker.id,
+        "state": state,
+        "engine": worker.engine_name,
+        "lease_seconds": worker.lease_seconds,
+        "heartbeat_seconds": worker.heartbeat_seconds,
+        "batches": worker.batches,
+        "last_batch_seconds": worker.last_batch_seconds,
+        "max_batch_seconds": latency,
+        "max_batch_to_lease": None if latency is None else round(latency / worker.lease_seconds, 3),
+        "last_seen_at": worker.last_seen_at.isoformat(),
+        "note": note,
+    }
 
 
 def _cmd_status(config: Config, args: argparse.Namespace) -> int:
@@ -299,6 +379,29 @@ def _cmd_status(config: Config, args: argparse.Namespace) -> int:
             print(
                 f"  #{d['id']} {d['state']} to {d['destination']} after {d['attempts']} attempt(s)"
                 f" status {d['last_status']}: {d['last_error']}"
+            )
+    if status["deliveries_in_flight"]:
+        print("deliveries in flight (hidden from other senders until the claim expires):")
+        for d in status["deliveries_in_flight"]:
+            print(
+                f"  #{d['id']} to {d['destination']} by {d['claimed_by']} "
+                f"until {d['claim_expires_at']}"
+            )
+    if status["superseded_deliveries"]:
+        print("superseded (a newer report of the study replaced them; never sent again):")
+        for d in status["superseded_deliveries"]:
+            print(
+                f"  #{d['id']} superseded at {d['superseded_at']} (study "
+                f"{d['study_instance_uid']}, {d['attempts']} attempt(s) before)"
+            )
+    if status["workers"]:
+        print("workers (lease vs measured engine latency per batch):")
+        for w in status["workers"]:
+            latency = "-" if w["max_batch_seconds"] is None else f"{w['max_batch_seconds']:.1f} s"
+            print(
+                f"  {w['id']} {w['state']}: lease {w['lease_seconds']:.0f} s, heartbeat "
+                f"{w['heartbeat_seconds']:.0f} s, engine max {latency} over {w['batches']} "
+                f"batch(es): {w['note']}"
             )
     return 0
 

@@ -219,6 +219,9 @@ class DeliveryConfig(_Section):
     backoff_initial_seconds: float = Field(default=30.0, gt=0)
     backoff_max_seconds: float = Field(default=3600.0, gt=0)
     check_interval_seconds: float = Field(default=5.0, gt=0)
+    # How long an object being sent stays hidden from other senders without progress; 0
+    # derives it from the destinations' timeouts (see dicomnode.delivery.claim_seconds).
+    claim_seconds: float = Field(default=0.0, ge=0)
     calling_ae_title: str = "CXRNODE"
 
     _ae = field_validator("calling_ae_title")(_check_ae_title)
@@ -238,7 +241,32 @@ class EngineConfig(_Section):
     artifact: Path | None = None
     backend: str = "onnxruntime"
     lease_seconds: float = Field(default=600.0, gt=0)
+    # The worker renews its lease this often while the engine runs; 0: a third of the lease.
+    heartbeat_seconds: float = Field(default=0.0, ge=0)
+    # The heartbeat stops renewing after this long on one batch, so a hung engine gives its
+    # studies back (one lease later) instead of holding them for ever.
+    max_report_seconds: float = Field(default=3600.0, gt=0)
     batch_size: int = Field(default=4, ge=1)
+
+    @model_validator(mode="after")
+    def _check_heartbeat(self) -> EngineConfig:
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"heartbeat_seconds ({self.heartbeat_seconds}) must be shorter than "
+                f"lease_seconds ({self.lease_seconds}), or the lease lapses between renewals"
+            )
+        return self
+
+    @property
+    def effective_heartbeat_seconds(self) -> float:
+        return self.heartbeat_seconds or self.lease_seconds / 3
+
+
+class WorkerConfig(_Section):
+    """How a reporting worker waits out a database it cannot reach."""
+
+    db_retry_initial_seconds: float = Field(default=1.0, gt=0)
+    db_retry_max_seconds: float = Field(default=30.0, gt=0)
 
 
 class ReportConfig(_Section):
@@ -274,6 +302,7 @@ class Config(_Section):
     stability: StabilityConfig = StabilityConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     engine: EngineConfig = EngineConfig()
+    worker: WorkerConfig = WorkerConfig()
     report: ReportConfig = ReportConfig()
     retention: RetentionConfig = RetentionConfig()
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -212,6 +213,11 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The sender holding the row while an attempt is in flight ("<node identity>#<token>"):
+    # next_attempt_at is then the claim's expiry, and a restarted node releases its own at once.
+    claimed_by: Mapped[str | None] = mapped_column(String(160))
+    # When a newer report of the study replaced this object; it is never sent again.
+    superseded_at: Mapped[datetime | None] = mapped_column()
 
     study: Mapped[Study] = relationship(back_populates="deliveries")
 
@@ -219,6 +225,23 @@ class Delivery(Base):
         Index("ix_deliveries_state_next", "state", "next_attempt_at"),
         Index("ux_deliveries_object_dest", "sop_instance_uid", "destination", unique=True),
     )
+
+
+class WorkerRecord(Base):
+    """A reporting worker's heartbeat and its engine's measured latency (``dicomnode status``)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    engine_name: Mapped[str | None] = mapped_column(String(128))
+    lease_seconds: Mapped[float] = mapped_column(Float)
+    heartbeat_seconds: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    batches: Mapped[int] = mapped_column(Integer, default=0)
+    last_batch_seconds: Mapped[float | None] = mapped_column(Float)
+    max_batch_seconds: Mapped[float | None] = mapped_column(Float)
+    stopped_at: Mapped[datetime | None] = mapped_column()
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -23,7 +23,8 @@ from __future__ import annotations
 import enum
 import logging
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,10 +255,15 @@ class StoreSCU:
             tls_args=tls_args,
         )
 
-    def send(
+    @contextmanager
+    def open(
         self, destination: Destination, objects: Sequence[Dataset | str | Path]
-    ) -> list[StoreOutcome]:
-        """Send ``objects`` over one association; one outcome per object, in order."""
+    ) -> Iterator[StoreLink]:
+        """One association able to carry ``objects``; released on exit.
+
+        The caller stores the objects one at a time (:meth:`StoreLink.store`), so it can
+        record each outcome, or decide not to send an object, between C-STOREs.
+        """
         if not isinstance(destination, Destination):
             raise TypeError("destination must be a Destination")
         datasets = [_load(o) for o in objects]
@@ -268,43 +274,38 @@ class StoreSCU:
                     f"objects[{index}] lacks {', '.join(missing)}: it is not a storable "
                     "DICOM object; build it with dicomnode.report.build_report_objects"
                 )
-        if not datasets:
-            return []
         where = str(destination)
+        if not datasets:
+            yield StoreLink(None, where, "nothing to send")
+            return
         try:
             assoc = self._associate(destination, datasets)
         except (OSError, ssl.SSLError) as exc:
-            return _all_transient(datasets, f"cannot connect: {exc}", where)
+            yield StoreLink(None, where, f"cannot connect: {exc}")
+            return
         if not assoc.is_established:
             if assoc.rejected_contexts and not assoc.accepted_contexts:
                 # The peer answered but took none of the SOP classes (pynetdicom then
                 # aborts): like a single rejected context, resending unchanged cannot help.
-                return _all_refused_contexts(datasets, assoc, where)
+                yield StoreLink(None, where, _refused_contexts_reason(assoc), refused=True)
+                return
             reason = _association_failure(assoc, tls=destination.tls is not None)
             logger.warning("delivery to %s failed: %s", where, reason)
-            return _all_transient(datasets, reason, where)
-        outcomes: list[StoreOutcome] = []
+            yield StoreLink(None, where, reason)
+            return
         try:
-            for index, ds in enumerate(datasets):
-                if not assoc.is_established:
-                    outcomes.extend(
-                        _all_transient(datasets[index:], "association ended early", where)
-                    )
-                    break
-                outcomes.append(self._store_one(assoc, ds, index + 1, where))
+            yield StoreLink(assoc, where)
         finally:
             if assoc.is_established:
                 assoc.release()
-        for outcome in outcomes:
-            log = logger.info if outcome.stored else logger.warning
-            log(
-                "C-STORE %s to %s: %s %s",
-                outcome.sop_instance_uid,
-                where,
-                outcome.status.value,
-                outcome.reason,
-            )
-        return outcomes
+
+    def send(
+        self, destination: Destination, objects: Sequence[Dataset | str | Path]
+    ) -> list[StoreOutcome]:
+        """Send ``objects`` over one association; one outcome per object, in order."""
+        datasets = [_load(o) for o in objects]
+        with self.open(destination, datasets) as link:
+            return [link.store(ds) for ds in datasets]
 
     @staticmethod
     def _store_one(assoc: Association, ds: Dataset, msg_id: int, where: str) -> StoreOutcome:
@@ -320,6 +321,50 @@ class StoreSCU:
         except (OSError, RuntimeError) as exc:
             return StoreOutcome(uid, sop_class, StoreStatus.TRANSIENT, None, str(exc), where)
         return outcome_from_status(status, uid, sop_class, where)
+
+
+class StoreLink:
+    """An open association (or the reason there is none) that stores one object at a time."""
+
+    def __init__(
+        self,
+        assoc: Association | None,
+        where: str,
+        failure: str = "",
+        *,
+        refused: bool = False,
+    ) -> None:
+        self._assoc = assoc
+        self._where = where
+        self._failure = failure
+        self._refused = refused
+        self._msg_id = 0
+
+    @property
+    def established(self) -> bool:
+        return self._assoc is not None and self._assoc.is_established
+
+    def store(self, ds: Dataset) -> StoreOutcome:
+        """C-STORE ``ds``; without an association, the outcome says why it was not sent."""
+        uid, sop_class = str(ds.SOPInstanceUID), str(ds.SOPClassUID)
+        if self._assoc is None:
+            kind = StoreStatus.REFUSED if self._refused else StoreStatus.TRANSIENT
+            return StoreOutcome(uid, sop_class, kind, None, self._failure, self._where)
+        if not self._assoc.is_established:
+            return StoreOutcome(
+                uid, sop_class, StoreStatus.TRANSIENT, None, "association ended early", self._where
+            )
+        self._msg_id += 1
+        outcome = StoreSCU._store_one(self._assoc, ds, self._msg_id, self._where)
+        log = logger.info if outcome.stored else logger.warning
+        log(
+            "C-STORE %s to %s: %s %s",
+            outcome.sop_instance_uid,
+            self._where,
+            outcome.status.value,
+            outcome.reason,
+        )
+        return outcome
 
 
 def _association_failure(assoc: Association, *, tls: bool) -> str:
@@ -338,30 +383,14 @@ def _association_failure(assoc: Association, *, tls: bool) -> str:
     return f"association not established: {causes}"
 
 
-def _all_refused_contexts(
-    datasets: Sequence[Dataset], assoc: Association, where: str
-) -> list[StoreOutcome]:
+def _refused_contexts_reason(assoc: Association) -> str:
     rejected = sorted({str(cx.abstract_syntax) for cx in assoc.rejected_contexts})
     reason = (
         "not accepted by the peer: it accepted no presentation context for "
         f"{', '.join(UID(u).name for u in rejected)}; configure the PACS to accept them"
     )
-    logger.warning("delivery to %s refused: %s", where, reason)
-    return [
-        StoreOutcome(
-            str(ds.SOPInstanceUID), str(ds.SOPClassUID), StoreStatus.REFUSED, None, reason, where
-        )
-        for ds in datasets
-    ]
-
-
-def _all_transient(datasets: Sequence[Dataset], reason: str, where: str) -> list[StoreOutcome]:
-    return [
-        StoreOutcome(
-            str(ds.SOPInstanceUID), str(ds.SOPClassUID), StoreStatus.TRANSIENT, None, reason, where
-        )
-        for ds in datasets
-    ]
+    logger.warning("delivery refused: %s", reason)
+    return reason
 
 
 def send_objects(

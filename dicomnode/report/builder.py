@@ -91,6 +91,9 @@ def build_report_objects(
     presentation_state_findings: DrawnFindings = "present",
     uid_root: str = DEFAULT_UID_ROOT,
     sr_series_number: int = DEFAULT_SR_SERIES_NUMBER,
+    # Headers of the study's earlier SR drafts this report replaces: every SR written names
+    # them in its Predecessor Documents Sequence (docs/report-objects.md, "Revised drafts").
+    predecessors: Sequence[Dataset] = (),
     pr_series_number: int = DEFAULT_PR_SERIES_NUMBER,
     institution_name: str | None = None,
 ) -> list[Dataset]:
@@ -192,4 +195,53 @@ def build_report_objects(
                         report.study_instance_uid,
                     )
     logger.info("built %d report object(s) for study %s", len(objects), report.study_instance_uid)
+    _link_predecessors(objects, predecessors, report.study_instance_uid)
     return objects
+
+
+def predecessor_documents(
+    predecessors: Sequence[Dataset], study_instance_uid: str, exclude: set[str]
+) -> list[Dataset]:
+    """Predecessor Documents Sequence items (PS3.3 C.17.2, Hierarchical SOP Instance
+    Reference Macro) for the earlier SR documents of the study, one per series."""
+    by_series: dict[str, list[Dataset]] = {}
+    for i, ds in enumerate(predecessors):
+        if not isinstance(ds, Dataset):
+            raise TypeError(f"predecessors[{i}] must be a pydicom Dataset, got {type(ds).__name__}")
+        if ds.get("StudyInstanceUID") != study_instance_uid:
+            raise ValueError(
+                f"predecessors[{i}] belongs to study {ds.get('StudyInstanceUID')}, not "
+                f"{study_instance_uid}: only earlier reports of the same study are predecessors"
+            )
+        if str(ds.SOPInstanceUID) in exclude:
+            continue
+        reference = Dataset()
+        reference.ReferencedSOPClassUID = ds.SOPClassUID
+        reference.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+        by_series.setdefault(str(ds.SeriesInstanceUID), []).append(reference)
+    if not by_series:
+        return []
+    series_items = []
+    for series_uid, references in by_series.items():
+        series = Dataset()
+        series.SeriesInstanceUID = series_uid
+        series.ReferencedSOPSequence = references
+        series_items.append(series)
+    item = Dataset()
+    item.StudyInstanceUID = study_instance_uid
+    item.ReferencedSeriesSequence = series_items
+    return [item]
+
+
+def _link_predecessors(
+    objects: Sequence[Dataset], predecessors: Sequence[Dataset], study_instance_uid: str
+) -> None:
+    # Every SR of the new report names every earlier draft: the narrative and the TID 1500
+    # document replace the older ones together, even when the newer report has no findings.
+    own = {str(ds.SOPInstanceUID) for ds in objects}
+    items = predecessor_documents(predecessors, study_instance_uid, own)
+    if not items:
+        return
+    for ds in objects:
+        if ds.get("Modality") == "SR":
+            ds.PredecessorDocumentsSequence = items

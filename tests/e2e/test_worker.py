@@ -107,7 +107,8 @@ def test_expired_lease_is_redone_with_the_same_uids_and_the_late_result_dropped(
     dicom_dir: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    node = make_node(engine={"lease_seconds": 2.0}, **UNDELIVERED)
+    # A hung engine: the heartbeat gives up after max_report_seconds, then the lease lapses.
+    node = make_node(engine={"lease_seconds": 2.0, "max_report_seconds": 1.0}, **UNDELIVERED)
     send_datasets(node.port, [renamed_copy(dicom_dir / SIIM, study_uid=generate_uid())])
     queued(node, 1)
     paused = PausingEngine(report_engine)

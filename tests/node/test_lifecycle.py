@@ -211,7 +211,7 @@ def test_retention_removes_only_finished_studies(start_node, dicom_dir: Path) ->
 def test_a_newer_report_supersedes_pending_deliveries_of_the_older(start_node) -> None:
     from dicomnode.config import DestinationConfig
     from dicomnode.db import Delivery, DeliveryState
-    from dicomnode.delivery import OutputObject, enqueue_deliveries, supersede_pending
+    from dicomnode.delivery import OutputObject, enqueue_deliveries, supersede_older
 
     node = start_node()
     pacs = DestinationConfig(name="pacs", ae_title="PACS", host="127.0.0.1", port=104)
@@ -223,7 +223,7 @@ def test_a_newer_report_supersedes_pending_deliveries_of_the_older(start_node) -
         session.add(study)
         session.flush()
         assert enqueue_deliveries(session, study, old, [pacs]) == 2
-        assert supersede_pending(session, study, new) == 1
+        assert supersede_older(session, study, new) == 1
         assert enqueue_deliveries(session, study, new, [pacs]) == 1
     with session_scope(node.sessions) as session:
         states = {d.sop_instance_uid: d.state for d in session.scalars(select(Delivery))}
