@@ -64,14 +64,19 @@ class EngineOutputError(StudyError):
 
 
 class NotReportableError(StudyError):
-    """The study is not what the engine was made for (the gate refused every image).
+    """The study is not what the engine was made for: the gate refused its images, or it holds
+    no usable frontal chest image.
 
     Not a failure: the node records the study as not reportable, with the reasons, and writes
     no report. Send the study to a radiologist as usual.
     """
 
 
-class ImageRejectedError(NoUsableImageError):
+class NoFrontalImageError(NoUsableImageError, NotReportableError):
+    """No image of the study is a usable frontal chest radiograph (each image's fate is named)."""
+
+
+class ImageRejectedError(NoUsableImageError, NotReportableError):
     """An image cannot be meant as a chest radiograph for the model (one pixel, constant, too
     small, a colour document page such as a dose report). ``reason`` is a short stable code:
     ``"too_small"``, ``"constant"``, ``"colour_document"``, ``"not_frontal"``."""

@@ -39,7 +39,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from engine.exceptions import NoUsableImageError, PixelDecodeError, StudyError
+from engine.exceptions import (
+    NoFrontalImageError,
+    NoUsableImageError,
+    PixelDecodeError,
+    StudyError,
+)
 from engine.view_model import THRESHOLD, frontal_probability
 
 if TYPE_CHECKING:
@@ -339,7 +344,7 @@ def choose_views(candidates: Sequence[ViewCandidate[_T]], study: str) -> ViewCho
                 f"study {study}: no image could be decoded, so it is not reported ({summary})",
                 study_instance_uid=study,
             )
-        raise NoUsableImageError(
+        raise NoFrontalImageError(
             f"study {study}: no usable frontal chest image, so it is not reported ({summary})",
             study_instance_uid=study,
         )
