@@ -66,6 +66,10 @@ def test_manifest_records_agreement_and_training_summary(tiny: object) -> None:
         "mean": 0.5,
         "std": 0.25,
         "missing_lateral": "repeat_frontal",
+        "normalization": "robust-percentile-v1",
+        "train_letterbox": "none",
+        "train_letterbox_p": 0.5,
+        "train_aspect_range": [0.8, 1.0],
     }
 
 

@@ -400,6 +400,13 @@ def parse_sentence(sentence: str) -> ParsedSentence:
         in_mention[at:end] = [True] * (end - at)
         cursor = at
     mentions.sort(key=lambda item: item[0])
+    # "<device> ... tip in the SVC": the labeler names the tip as a device of its own (for
+    # de-identified devices); here it is the position of the device already named.
+    mentions = [
+        m for i, m in enumerate(mentions)
+        if not (m[2] == "support_devices" and folded[m[0]:m[1]].startswith("tip")
+                and any(p[2] == "support_devices" for p in mentions[:i]))
+    ]
     for pattern, normal in _NORMALS:
         for m in pattern.finditer(folded):
             if m.end() > m.start() and free(m.start(), m.end()):
