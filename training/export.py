@@ -163,6 +163,7 @@ def export_artifact(
     description: str = "",
     tolerance: float = DEFAULT_TOLERANCE,
     seed: int = 0,
+    languages: Sequence[str] = ("es",),
 ) -> EngineArtifact:
     """Write ``model`` and ``tokenizer`` as an engine artifact directory ``out_dir``."""
     import torch
@@ -316,7 +317,7 @@ def export_artifact(
         training=training or TrainingSummary(config=config.to_dict()),
         input=spec,
         findings=specs,
-        languages=("es",),
+        languages=tuple(languages),
         tokenizer=TokenizerSpec(
             file="tokenizer.json",
             bos_id=token_id(tokenizer, BOS),
