@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import random
+import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -473,6 +474,12 @@ class Trainer:
             write_effective_recipe(recipe, self.out_dir)
         if checkpoint is not None:
             self._restore(checkpoint)
+            assert resume is not None
+            best = resume.parent / "best.pt"
+            if self.dist.main and best.is_file() and not (self.ckpt_dir / "best.pt").exists():
+                # Resuming into a new folder: the best checkpoint so far comes along.
+                self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy(best, self.ckpt_dir / "best.pt")
 
     # -- schedule and checkpoints --
 
@@ -714,10 +721,14 @@ class Trainer:
 
     def final_validation(self) -> dict[str, Any]:
         """The best checkpoint on the validation split; written to ``validation.json``."""
-        best = torch.load(self.ckpt_dir / "best.pt", map_location="cpu", weights_only=True)
+        path = self.ckpt_dir / "best.pt"
+        if not path.exists():
+            logger.warning("no best checkpoint in %s; validating the last one", self.ckpt_dir)
+            path = self.ckpt_dir / "last.pt"
+        best = torch.load(path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(best["state_dict"])
         metrics = self.validate()
-        report = {"checkpoint": str(self.ckpt_dir / "best.pt"), "step": best["step"],
+        report = {"checkpoint": str(path), "step": best["step"],
                   "metrics": metrics, "thresholds": self.thresholds}
         (self.out_dir / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
         return report
