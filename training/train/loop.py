@@ -181,6 +181,19 @@ class Objective(nn.Module):
         self.register_buffer("pos_weight", pos_weight if pos_weight is not None
                              else torch.ones(model.config.num_findings), persistent=False)
 
+    @staticmethod
+    def _share(count: torch.Tensor) -> torch.Tensor:
+        """``local / mean over ranks`` of a loss's element count: a per-rank mean times it is
+        the mean over the whole global batch, so DDP's gradient average equals one process's
+        gradient on that batch (a rank without boxes does not halve the box gradient)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return torch.ones((), device=count.device)
+        total = count.detach().float().clone()
+        dist.all_reduce(total)
+        return count.float() * dist.get_world_size() / total.clamp(min=1.0)
+
     def _image_terms(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
         o = self.recipe.objectives
         memory, logits, boxes, pooled = self.model.finding_logits(batch["images"])
@@ -188,17 +201,21 @@ class Objective(nn.Module):
         if o.findings.weight > 0:
             terms["findings"] = objectives.findings_loss(
                 logits, batch["labels"], batch["label_mask"], o.findings, self.pos_weight
-            )
-        if o.boxes.weight > 0 and self.model.config.num_locatable and batch["box_mask"].any():
-            terms["boxes"] = objectives.box_loss(boxes, batch["boxes"], batch["box_mask"], o.boxes)
+            ) * self._share(batch["label_mask"].sum())
+        if o.boxes.weight > 0 and self.model.config.num_locatable:
+            # Always present (0 without boxes) so every DDP rank logs the same terms.
+            terms["boxes"] = objectives.box_loss(
+                boxes, batch["boxes"], batch["box_mask"], o.boxes
+            ) * self._share(batch["box_mask"].sum())
         return terms, (memory, pooled)
 
     def _lm(self, tokens: torch.Tensor, memory: torch.Tensor | None,
             states: torch.Tensor | None) -> torch.Tensor:
         logits = self.model.decode_teacher_forced(tokens[:, :-1], memory, states)
+        targets = tokens[:, 1:]
         return objectives.lm_loss(
-            logits, tokens[:, 1:], self.pad_id, self.recipe.objectives.lm.label_smoothing
-        )
+            logits, targets, self.pad_id, self.recipe.objectives.lm.label_smoothing
+        ) * self._share((targets != self.pad_id).sum())
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         o = self.recipe.objectives
@@ -467,6 +484,7 @@ class Trainer:
         self.step = 0
         self.best: float | None = None
         self.bad_epochs = 0
+        self.validations = 0  # end-of-epoch rounds of this process (the same on every rank)
         self.history: list[dict[str, float]] = []
         self.thresholds: dict[str, tuple[float, float]] = {}
         self.log = MetricsLog(self.out_dir, run.tensorboard, self.dist.main)
@@ -582,7 +600,7 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        values = {f"train/{k}": float(_all_mean(v, self.dist)) for k, v in terms.items()}
+        values = {f"train/{k}": float(_all_mean(terms[k], self.dist)) for k in sorted(terms)}
         values["train/lr"] = float(self.scheduler.get_last_lr()[0])
         return values
 
@@ -664,6 +682,7 @@ class Trainer:
 
     def _end_of_epoch(self, epoch: int) -> bool:
         """Validate, keep the best checkpoint, decide early stopping (rank 0 decides)."""
+        self.validations += 1
         stop = False
         if self.dist.main:
             metrics = self.validate()
@@ -707,7 +726,7 @@ class Trainer:
                     self.save("last.pt")
         finally:
             bar.close()
-        if not self.history:  # a run shorter than an epoch still ends validated
+        if not self.validations:  # a run shorter than an epoch still ends validated
             self._end_of_epoch(self.batches.epoch_of(max(self.step - 1, 0)))
         self.save("last.pt")
         result = TrainResult(self.out_dir, self.step, self.best, self.ckpt_dir / "best.pt",
@@ -717,6 +736,11 @@ class Trainer:
             if export is not None:
                 result.artifact = export_checkpoint(result.best_checkpoint, export, self.recipe)
         self.log.close()
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
         return result
 
     def final_validation(self) -> dict[str, Any]:
