@@ -110,8 +110,12 @@ def unpaired_run(
     """8 steps (4 epochs of 2), a checkpoint every 4 steps, Spanish targets, exported as a
     test artifact."""
     base = tmp_path_factory.mktemp("unpaired")
-    recipe = load_recipe(UNPAIRED, tiny_overrides(shared_data, base / "run", **{
-        "run.checkpoint_every": 4, "text.language": "es"}))
+    recipe = load_recipe(
+        UNPAIRED,
+        tiny_overrides(
+            shared_data, base / "run", **{"run.checkpoint_every": 4, "text.language": "es"}
+        ),
+    )
     result = train(recipe, export=base / "artifact")
     return {"recipe": recipe, "result": result, "base": base}
 
@@ -127,7 +131,7 @@ def test_recipe_overrides_validate_and_round_trip(tmp_path: Path) -> None:
 
     with pytest.raises(RecipeError, match=r"optim\.lr"):
         load_recipe(UNPAIRED, ["optim.lr=-1"])
-    with pytest.raises(RecipeError, match="optim.nonsense"):
+    with pytest.raises(RecipeError, match=r"optim\.nonsense"):
         load_recipe(UNPAIRED, ["optim.nonsense=1"])
     with pytest.raises(RecipeError, match="key=value"):
         load_recipe(UNPAIRED, ["optim.lr"])
@@ -156,7 +160,10 @@ def test_unpaired_run_learns_validates_and_writes_its_outputs(unpaired_run: dict
     validation = json.loads((out / "validation.json").read_text())
     assert "val/findings_auroc" in validation["metrics"] and "val/lm_loss" in validation["metrics"]
     assert {p.name for p in (out / "checkpoints").iterdir()} >= {
-        "best.pt", "last.pt", "step-0000004.pt", "step-0000008.pt"
+        "best.pt",
+        "last.pt",
+        "step-0000004.pt",
+        "step-0000008.pt",
     }
 
 
@@ -178,8 +185,9 @@ def test_resume_continues_bit_for_bit(
     got = torch.load(resumed / "checkpoints" / "step-0000008.pt", weights_only=True)
     for key, tensor in want["state_dict"].items():
         assert torch.equal(tensor, got["state_dict"][key]), key
-    for group_want, group_got in zip(want["optimizer"]["state"].values(),
-                                     got["optimizer"]["state"].values(), strict=True):
+    for group_want, group_got in zip(
+        want["optimizer"]["state"].values(), got["optimizer"]["state"].values(), strict=True
+    ):
         assert torch.equal(group_want["exp_avg"], group_got["exp_avg"])
     assert read_steps(resumed) == read_steps(original)
 
@@ -214,8 +222,10 @@ def test_exported_engine_reports_a_real_dicom_study_through_the_worker(
     try:
         ds = renamed_copy(dicom_dir / "siim_chest_cr_jpeg_baseline.dcm")
         assert send_datasets(node.port, [ds]) == [0]
-        wait_until(lambda: [s.state for s in studies(node.sessions).values()]
-                   == [StudyState.QUEUED], "the study queued")
+        wait_until(
+            lambda: [s.state for s in studies(node.sessions).values()] == [StudyState.QUEUED],
+            "the study queued",
+        )
         worker = ReportingWorker(node.config, node.sessions, engine, worker_id="train-test")
         assert drain(worker) == 1
         study = studies(node.sessions)[ds.StudyInstanceUID]

@@ -17,8 +17,12 @@ from training.train.recipe import load_recipe
 
 
 def test_ddp_on_two_gloo_processes_matches_one_process(shared_data: Path, tmp_path: Path) -> None:
-    extra = {"optim.max_steps": 3, "optim.epochs": 2, "text.language": "en",
-             "run.tensorboard": False}
+    extra = {
+        "optim.max_steps": 3,
+        "optim.epochs": 2,
+        "text.language": "en",
+        "run.tensorboard": False,
+    }
     single = tmp_path / "single"
     train(load_recipe(UNPAIRED, tiny_overrides(shared_data, single, **extra)))
 
@@ -26,10 +30,27 @@ def test_ddp_on_two_gloo_processes_matches_one_process(shared_data: Path, tmp_pa
     sets = [a for o in tiny_overrides(shared_data, ddp, **extra) for a in ("--set", o)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-         "-m", "training.cli", "train", str(UNPAIRED), *sets],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "training.cli",
+            "train",
+            str(UNPAIRED),
+            *sets,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -21,7 +21,9 @@ N_FINDINGS = len(FINDINGS)
 N_LOCATABLE = sum(1 for f in FINDINGS if f.locatable)
 
 
-@pytest.mark.parametrize(("name", "tokens"), [("densenet121", 4), ("resnet50", 4), ("vit_small", 17)])
+@pytest.mark.parametrize(
+    ("name", "tokens"), [("densenet121", 4), ("resnet50", 4), ("vit_small", 17)]
+)
 def test_timm_encoders_take_one_channel_and_give_tokens(name: str, tokens: int) -> None:
     assert {"cnn", "densenet121", "resnet50", "vit_small"} <= set(list_encoders())
     torch.manual_seed(0)
@@ -51,8 +53,13 @@ def test_init_weights_from_a_local_rgb_file_are_adapted_to_one_channel(tmp_path:
 
 def _prompt_model() -> CXRReportModel:
     torch.manual_seed(0)
-    model = create_model("cxr_tiny", num_findings=N_FINDINGS, num_locatable=N_LOCATABLE,
-                         vocab_size=256, decoder_memory=("image", "findings"))
+    model = create_model(
+        "cxr_tiny",
+        num_findings=N_FINDINGS,
+        num_locatable=N_LOCATABLE,
+        vocab_size=256,
+        decoder_memory=("image", "findings"),
+    )
     assert isinstance(model, CXRReportModel)
     return model.eval()
 
@@ -80,9 +87,13 @@ def prompt_artifact(tmp_path_factory: pytest.TempPathFactory) -> EngineArtifact:
     from training.models.tokenizer import train_report_tokenizer
 
     return export_artifact(
-        _prompt_model(), train_report_tokenizer(tiny_corpus(), vocab_size=256),
-        tmp_path_factory.mktemp("prompt") / "engine", name="prompt-test", version="0",
-        findings=FINDINGS, purpose="test",
+        _prompt_model(),
+        train_report_tokenizer(tiny_corpus(), vocab_size=256),
+        tmp_path_factory.mktemp("prompt") / "engine",
+        name="prompt-test",
+        version="0",
+        findings=FINDINGS,
+        purpose="test",
     )
 
 
@@ -102,15 +113,18 @@ def test_prompt_artifact_reports_with_the_predicted_findings_on_both_cpu_backend
         report = engine.report_study([ds])
         texts.append(report.sections)
         # The prompt is the thresholded findings the report states.
-        states = engine.prompt_states(np.array([[f.probability for f in report.findings]],
-                                               dtype=np.float32))
+        states = engine.prompt_states(
+            np.array([[f.probability for f in report.findings]], dtype=np.float32)
+        )
         index = {"absent": 0, "uncertain": 1, "present": 2}
         assert states.tolist() == [[index[f.presence] for f in report.findings]]
     assert texts[0] == texts[1]
 
 
 def test_format_1_0_artifacts_still_load_and_a_prompt_needs_1_1(
-    tiny_artifact: EngineArtifact, prompt_artifact: EngineArtifact, tmp_path: Path,
+    tiny_artifact: EngineArtifact,
+    prompt_artifact: EngineArtifact,
+    tmp_path: Path,
     dicom_dir: Path,
 ) -> None:
     from engine.runtime import create_engine
@@ -132,7 +146,7 @@ def test_format_1_0_artifacts_still_load_and_a_prompt_needs_1_1(
     manifest = json.loads((bad / MANIFEST_NAME).read_text())
     manifest["format_version"] = "1.0"
     (bad / MANIFEST_NAME).write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match="needs format 1.1"):
+    with pytest.raises(ArtifactError, match=r"needs format 1\.1"):
         load_artifact(bad)
     manifest["format_version"] = "1.2"
     (bad / MANIFEST_NAME).write_text(json.dumps(manifest))
@@ -145,8 +159,11 @@ def test_a_corrupt_prompt_table_is_refused(prompt_artifact: EngineArtifact, tmp_
     from engine.runtime import create_engine
 
     broken = copy_artifact(prompt_artifact.root, tmp_path / "broken")
-    np.savez(broken / "finding_prompt.npz", keys=np.zeros((3, 1, 1, 1, 1), np.float32),
-             values=np.zeros((3, 1, 1, 1, 1), np.float32))
+    np.savez(
+        broken / "finding_prompt.npz",
+        keys=np.zeros((3, 1, 1, 1, 1), np.float32),
+        values=np.zeros((3, 1, 1, 1, 1), np.float32),
+    )
     write_manifest(broken, prompt_artifact.manifest)
     with pytest.raises(ArtifactError, match="re-export the engine"):
         create_engine(broken, "onnxruntime", allow_test_artifact=True)

@@ -21,7 +21,6 @@ from training.models.decoder import TextDecoder
 from training.models.encoder import create_encoder
 from training.models.registry import register_model
 
-
 #: What the decoder may attend to, in memory order.
 MEMORY_KINDS: tuple[str, ...] = ("image", "findings")
 

@@ -104,7 +104,7 @@ class TimmEncoder(nn.Module):
         nn.init.trunc_normal_(self.pos, std=0.02)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone.forward_features(x)
+        features: torch.Tensor = self.backbone.forward_features(x)  # type: ignore[operator]
         if features.dim() == 4:  # CNN: [N, C, h, w] -> [N, h*w, C]
             return features.flatten(2).transpose(1, 2)
         return features  # ViT: [N, tokens, C] (class token included)
@@ -138,7 +138,9 @@ def create_encoder(
     try:
         factory = _ENCODERS[name]
     except KeyError:
-        raise ValueError(f"unknown encoder {name!r}; registered encoders: {list_encoders()}") from None
+        raise ValueError(
+            f"unknown encoder {name!r}; registered encoders: {list_encoders()}"
+        ) from None
     return factory(image_size=image_size, d_model=d_model, channels=channels)
 
 
@@ -192,8 +194,12 @@ def load_init_weights(encoder: nn.Module, path: str | Path) -> tuple[list[str], 
         if value.dim() == 4 and own[key].dim() == 4 and value.shape[1] != own[key].shape[1]:
             value = adapt_input_conv(own[key].shape[1], value)
         if value.shape != own[key].shape:
-            logger.warning("init weights: %s has shape %s, model %s; skipped",
-                           key, tuple(value.shape), tuple(own[key].shape))
+            logger.warning(
+                "init weights: %s has shape %s, model %s; skipped",
+                key,
+                tuple(value.shape),
+                tuple(own[key].shape),
+            )
             continue
         fitted[key] = value
     if not fitted:
@@ -203,6 +209,11 @@ def load_init_weights(encoder: nn.Module, path: str | Path) -> tuple[list[str], 
         )
     result = backbone.load_state_dict(fitted, strict=False)
     unexpected = sorted(set(state) - set(fitted))
-    logger.info("init weights from %s: %d tensors loaded, %d missing, %d left out",
-                file, len(fitted), len(result.missing_keys), len(unexpected))
+    logger.info(
+        "init weights from %s: %d tensors loaded, %d missing, %d left out",
+        file,
+        len(fitted),
+        len(result.missing_keys),
+        len(unexpected),
+    )
     return list(result.missing_keys), unexpected

@@ -201,9 +201,9 @@ def report_target(record: StudyRecord, recipe: Recipe) -> str | None:
         from training.bridge import spanish_target  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise TrainingError(
-            "text.language = \"es\" needs Spanish targets: the English-to-Spanish bridge "
+            'text.language = "es" needs Spanish targets: the English-to-Spanish bridge '
             f"(training.bridge.spanish_target) is not installed ({exc}); train with "
-            "text.language = \"en\" or install the bridge"
+            'text.language = "en" or install the bridge'
         ) from exc
     result: str | None = spanish_target(english)
     return result

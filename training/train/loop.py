@@ -83,8 +83,12 @@ def _texts(records: list[StudyRecord], recipe: Recipe) -> tuple[list[StudyRecord
             kept.append(record)
             texts.append(text)
     if len(kept) < len(records):
-        logger.info("%d of %d reports have no %s target text; left out",
-                    len(records) - len(kept), len(records), recipe.text.language)
+        logger.info(
+            "%d of %d reports have no %s target text; left out",
+            len(records) - len(kept),
+            len(records),
+            recipe.text.language,
+        )
     return kept, texts
 
 
@@ -118,10 +122,14 @@ def build_data(recipe: Recipe, spec: InputSpec, tokenizer_json: str | None) -> R
         iu_val, val_texts = _texts(
             limit(_records("iu_xray", d.iu_root, "val", **iu_kwargs), d.max_val_reports), recipe
         )
-        datasets = [f"nih:train ({len(nih_train)} images)",
-                    f"iu_xray:train ({len(iu_train)} reports, {recipe.text.language})"]
+        datasets = [
+            f"nih:train ({len(nih_train)} images)",
+            f"iu_xray:train ({len(iu_train)} reports, {recipe.text.language})",
+        ]
     else:
-        all_train = [r for r in _records("iu_xray", d.iu_root, "train", **iu_kwargs) if has_image(r)]
+        all_train = [
+            r for r in _records("iu_xray", d.iu_root, "train", **iu_kwargs) if has_image(r)
+        ]
         all_val = [r for r in _records("iu_xray", d.iu_root, "val", **iu_kwargs) if has_image(r)]
         iu_train, train_texts = _texts(limit(all_train, d.max_train_images), recipe)
         iu_val, val_texts = _texts(limit(all_val, d.max_val_images), recipe)
@@ -147,17 +155,22 @@ def build_data(recipe: Recipe, spec: InputSpec, tokenizer_json: str | None) -> R
         data.train_images = LabeledImages(nih_train, keys, spec, recipe.augment, seed)
         data.val_images = LabeledImages(nih_val, keys, spec, None, seed) if nih_val else None
         data.train_reports, data.val_reports = train_reports, val_reports
-        labels, mask = torch.from_numpy(data.train_images.labels), torch.from_numpy(
-            data.train_images.mask
+        labels, mask = (
+            torch.from_numpy(data.train_images.labels),
+            torch.from_numpy(data.train_images.mask),
         )
     else:
         train_img = LabeledImages(iu_train, keys, spec, recipe.augment, seed)
         data.train_pairs = PairedStudies(train_img, train_reports)
         if iu_val and val_reports is not None:
-            data.val_pairs = PairedStudies(LabeledImages(iu_val, keys, spec, None, seed),
-                                           val_reports)
-        labels = torch.where(torch.from_numpy(train_img.mask) > 0,
-                             torch.from_numpy(train_img.labels), train_reports.labels)
+            data.val_pairs = PairedStudies(
+                LabeledImages(iu_val, keys, spec, None, seed), val_reports
+            )
+        labels = torch.where(
+            torch.from_numpy(train_img.mask) > 0,
+            torch.from_numpy(train_img.labels),
+            train_reports.labels,
+        )
         mask = torch.maximum(torch.from_numpy(train_img.mask), train_reports.label_mask)
     data.pos_weight = objectives.positive_weights(
         labels, mask, recipe.objectives.findings.max_pos_weight
@@ -172,14 +185,24 @@ class Objective(nn.Module):
     """The model plus the recipe's objectives: ``forward(batch) -> {name: loss}``, with
     ``"loss"`` the weighted sum. DDP synchronizes gradients through this forward."""
 
-    def __init__(self, model: CXRReportModel, recipe: Recipe, pad_id: int,
-                 pos_weight: torch.Tensor | None) -> None:
+    def __init__(
+        self, model: CXRReportModel, recipe: Recipe, pad_id: int, pos_weight: torch.Tensor | None
+    ) -> None:
         super().__init__()
         self.model = model
         self.recipe = recipe
         self.pad_id = pad_id
-        self.register_buffer("pos_weight", pos_weight if pos_weight is not None
-                             else torch.ones(model.config.num_findings), persistent=False)
+        self.register_buffer(
+            "pos_weight",
+            pos_weight if pos_weight is not None else torch.ones(model.config.num_findings),
+            persistent=False,
+        )
+
+    @property
+    def pos_weights(self) -> torch.Tensor:
+        weights = self.pos_weight
+        assert isinstance(weights, torch.Tensor)
+        return weights
 
     @staticmethod
     def _share(count: torch.Tensor) -> torch.Tensor:
@@ -200,7 +223,7 @@ class Objective(nn.Module):
         terms = {}
         if o.findings.weight > 0:
             terms["findings"] = objectives.findings_loss(
-                logits, batch["labels"], batch["label_mask"], o.findings, self.pos_weight
+                logits, batch["labels"], batch["label_mask"], o.findings, self.pos_weights
             ) * self._share(batch["label_mask"].sum())
         if o.boxes.weight > 0 and self.model.config.num_locatable:
             # Always present (0 without boxes) so every DDP rank logs the same terms.
@@ -209,8 +232,9 @@ class Objective(nn.Module):
             ) * self._share(batch["box_mask"].sum())
         return terms, (memory, pooled)
 
-    def _lm(self, tokens: torch.Tensor, memory: torch.Tensor | None,
-            states: torch.Tensor | None) -> torch.Tensor:
+    def _lm(
+        self, tokens: torch.Tensor, memory: torch.Tensor | None, states: torch.Tensor | None
+    ) -> torch.Tensor:
         logits = self.model.decode_teacher_forced(tokens[:, :-1], memory, states)
         targets = tokens[:, 1:]
         return objectives.lm_loss(
@@ -220,8 +244,12 @@ class Objective(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         o = self.recipe.objectives
         terms: dict[str, torch.Tensor] = {}
-        weights = {"findings": o.findings.weight, "boxes": o.boxes.weight,
-                   "contrastive": o.contrastive.weight, "lm": o.lm.weight}
+        weights = {
+            "findings": o.findings.weight,
+            "boxes": o.boxes.weight,
+            "contrastive": o.contrastive.weight,
+            "lm": o.lm.weight,
+        }
         if self.recipe.path == "unpaired":
             image_terms, _ = self._image_terms(batch)
             terms.update(image_terms)
@@ -366,11 +394,16 @@ class TrainResult:
 
 def _rng_state() -> dict[str, Any]:
     # Tensors and plain values only, so checkpoints load with ``weights_only=True``.
-    name, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
-                  int(has_gauss), float(cached)],
+        "numpy": [
+            name,
+            torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ],
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -450,8 +483,9 @@ class Trainer:
                 f"{model.config.max_positions} positions; lower it or raise max_positions"
             )
         self.model = model.to(self.device)
-        self.objective: nn.Module = Objective(self.model, recipe, self.pad_id,
-                                              self.data.pos_weight).to(self.device)
+        self.objective: nn.Module = Objective(
+            self.model, recipe, self.pad_id, self.data.pos_weight
+        ).to(self.device)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -461,25 +495,39 @@ class Trainer:
                 find_unused_parameters=True,  # e.g. the image keys/values on the unpaired path
             )
         o = recipe.optim
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr,
-                                           weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay
+        )
         primary = self.data.train_images if recipe.path == "unpaired" else self.data.train_pairs
         assert primary is not None
-        self.batches = StepBatches(len(primary), o.batch_size, run.seed,
-                                   rank=self.dist.rank, world=self.dist.world)
+        self.batches = StepBatches(
+            len(primary), o.batch_size, run.seed, rank=self.dist.rank, world=self.dist.world
+        )
         self.report_batches = None
         if recipe.path == "unpaired" and self.data.train_reports is not None:
             self.report_batches = StepBatches(
-                len(self.data.train_reports), min(o.report_batch_size, len(self.data.train_reports)
-                                                  // self.dist.world * self.dist.world),
-                run.seed + 1, rank=self.dist.rank, world=self.dist.world)
+                len(self.data.train_reports),
+                min(
+                    o.report_batch_size,
+                    len(self.data.train_reports) // self.dist.world * self.dist.world,
+                ),
+                run.seed + 1,
+                rank=self.dist.rank,
+                world=self.dist.world,
+            )
         self.schedule_steps = o.epochs * self.batches.per_epoch
-        self.total_steps = min(self.schedule_steps, o.max_steps) if o.max_steps else \
-            self.schedule_steps
+        self.total_steps = (
+            min(self.schedule_steps, o.max_steps) if o.max_steps else self.schedule_steps
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         amp = run.amp and self.device.type == "cuda"
-        self.amp_dtype = (torch.bfloat16 if amp and torch.cuda.is_bf16_supported()
-                          else torch.float16 if amp else None)
+        self.amp_dtype = (
+            torch.bfloat16
+            if amp and torch.cuda.is_bf16_supported()
+            else torch.float16
+            if amp
+            else None
+        )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.step = 0
         self.best: float | None = None
@@ -513,8 +561,11 @@ class Trainer:
             path=self.recipe.path,
             datasets=self.data.datasets,
             data="; ".join(self.data.datasets),
-            config={"recipe": self.recipe.model_dump(mode="json"), "model": self.model_kwargs,
-                    "steps": self.step},
+            config={
+                "recipe": self.recipe.model_dump(mode="json"),
+                "model": self.model_kwargs,
+                "steps": self.step,
+            },
             notes=f"training train {self.recipe.name}",
         )
         return summary.model_dump_json()
@@ -560,8 +611,9 @@ class Trainer:
         self.best = checkpoint["best"]
         self.bad_epochs = int(checkpoint["bad_epochs"])
         self.history = list(checkpoint["history"])
-        self.thresholds = {k: (float(v[0]), float(v[1]))
-                           for k, v in checkpoint["thresholds"].items()}
+        self.thresholds = {
+            k: (float(v[0]), float(v[1])) for k, v in checkpoint["thresholds"].items()
+        }
         _set_rng_state(checkpoint["rng"])
         self.log.truncate("steps.csv", self.step)
         self.log.truncate("epochs.csv", self.step)
@@ -610,8 +662,11 @@ class Trainer:
         reports; also sets the decision thresholds (Youden's J on the validation split)."""
         self.model.eval()
         metrics: dict[str, float] = {}
-        images = self.data.val_images if self.recipe.path == "unpaired" else (
-            self.data.val_pairs.images if self.data.val_pairs is not None else None)
+        images = (
+            self.data.val_images
+            if self.recipe.path == "unpaired"
+            else (self.data.val_pairs.images if self.data.val_pairs is not None else None)
+        )
         if images is not None and len(images):
             probs, labels, masks = [], [], []
             for start in range(0, len(images), 32):
@@ -624,17 +679,20 @@ class Trainer:
                 masks.append(batch["label_mask"].numpy())
             p, y, m = np.concatenate(probs), np.concatenate(labels), np.concatenate(masks)
             if self.data.val_pairs is not None:
-                reports = self.data.val_pairs.reports
-                y = np.where(m > 0, y, reports.labels.numpy())
-                m = np.maximum(m, reports.label_mask.numpy())
+                paired = self.data.val_pairs.reports
+                y = np.where(m > 0, y, paired.labels.numpy())
+                m = np.maximum(m, paired.label_mask.numpy())
             per = per_finding_auroc(p, y, m, self.data.keys)
             for key, value in per.items():
                 metrics[f"val/auroc/{key}"] = value
             if per:
                 metrics["val/findings_auroc"] = float(np.mean(list(per.values())))
             self.thresholds = youden_thresholds(p, y, m, self.data.keys)
-        reports = self.data.val_reports if self.recipe.path == "unpaired" else (
-            self.data.val_pairs.reports if self.data.val_pairs is not None else None)
+        reports: Reports | None = (
+            self.data.val_reports
+            if self.recipe.path == "unpaired"
+            else (self.data.val_pairs.reports if self.data.val_pairs is not None else None)
+        )
         if reports is not None and len(reports):
             total, count = 0.0, 0
             for start in range(0, len(reports), 32):
@@ -647,8 +705,9 @@ class Trainer:
                     memory = self.model.finding_logits(imgs)[0]
                 tokens = batch["tokens"]
                 with self._autocast():
-                    logits = self.model.decode_teacher_forced(tokens[:, :-1], memory,
-                                                              batch["states"])
+                    logits = self.model.decode_teacher_forced(
+                        tokens[:, :-1], memory, batch["states"]
+                    )
                 targets = tokens[:, 1:]
                 n = int((targets != self.pad_id).sum())
                 total += float(objectives.lm_loss(logits, targets, self.pad_id)) * n
@@ -690,23 +749,34 @@ class Trainer:
             self.bad_epochs = 0 if improved else self.bad_epochs + 1
             self.history.append({"epoch": float(epoch), "step": float(self.step), **metrics})
             self.log.log("epochs.csv", self.step, metrics, epoch=epoch)
-            logger.info("epoch %d step %d: %s", epoch, self.step,
-                        ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
-                                  if "/auroc/" not in k))
+            logger.info(
+                "epoch %d step %d: %s",
+                epoch,
+                self.step,
+                ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/auroc/" not in k),
+            )
             if improved:
                 self.save("best.pt")
             stop = self.bad_epochs >= self.recipe.run.early_stopping.patience
             if stop:
-                logger.info("early stopping: %s did not improve for %d epochs",
-                            self.recipe.run.early_stopping.metric, self.bad_epochs)
+                logger.info(
+                    "early stopping: %s did not improve for %d epochs",
+                    self.recipe.run.early_stopping.metric,
+                    self.bad_epochs,
+                )
         return self._broadcast_stop(stop)
 
     def fit(self, *, export: Path | None = None) -> TrainResult:
         from tqdm import tqdm
 
         run = self.recipe.run
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=self.recipe.name,
-                   disable=not (run.progress and self.dist.main), unit="step")
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc=self.recipe.name,
+            disable=not (run.progress and self.dist.main),
+            unit="step",
+        )
         stopped = False
         try:
             while self.step < self.total_steps and not stopped:
@@ -729,8 +799,9 @@ class Trainer:
         if not self.validations:  # a run shorter than an epoch still ends validated
             self._end_of_epoch(self.batches.epoch_of(max(self.step - 1, 0)))
         self.save("last.pt")
-        result = TrainResult(self.out_dir, self.step, self.best, self.ckpt_dir / "best.pt",
-                             list(self.history))
+        result = TrainResult(
+            self.out_dir, self.step, self.best, self.ckpt_dir / "best.pt", list(self.history)
+        )
         if self.dist.main:
             result.validation = self.final_validation()
             if export is not None:
@@ -752,8 +823,12 @@ class Trainer:
         best = torch.load(path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(best["state_dict"])
         metrics = self.validate()
-        report = {"checkpoint": str(path), "step": best["step"],
-                  "metrics": metrics, "thresholds": self.thresholds}
+        report = {
+            "checkpoint": str(path),
+            "step": best["step"],
+            "metrics": metrics,
+            "thresholds": self.thresholds,
+        }
         (self.out_dir / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
         return report
 
@@ -762,9 +837,17 @@ def create_model_config(recipe: Recipe) -> dict[str, Any]:
     """Image size and views of the recipe's model (the input spec depends on them)."""
     from training.models.registry import create_model
 
-    probe = create_model(recipe.model.name, num_findings=1, num_locatable=0, vocab_size=32,
-                         **{k: v for k, v in recipe.model.options.items()
-                            if k in ("image_size", "num_views", "channels")})
+    probe = create_model(
+        recipe.model.name,
+        num_findings=1,
+        num_locatable=0,
+        vocab_size=32,
+        **{
+            k: v
+            for k, v in recipe.model.options.items()
+            if k in ("image_size", "num_views", "channels")
+        },
+    )
     assert isinstance(probe, CXRReportModel)
     return {"image_size": probe.config.image_size, "num_views": probe.config.num_views}
 
@@ -799,8 +882,6 @@ def export_checkpoint(checkpoint: Path, out: Path, recipe: Recipe) -> Path:
     return out
 
 
-def train(recipe: Recipe, *, resume: Path | None = None, export: Path | None = None
-          ) -> TrainResult:
+def train(recipe: Recipe, *, resume: Path | None = None, export: Path | None = None) -> TrainResult:
     """Run ``recipe`` (from ``resume`` when given) and return where everything went."""
     return Trainer(recipe, resume=resume).fit(export=export)
-

@@ -21,7 +21,9 @@ def positive_weights(labels: torch.Tensor, mask: torch.Tensor, cap: float) -> to
     finding has no positive (nothing to up-weight)."""
     positives = (labels * mask).sum(dim=0)
     negatives = ((1 - labels) * mask).sum(dim=0)
-    weights = torch.where(positives > 0, negatives / positives.clamp(min=1.0), torch.ones_like(positives))
+    weights = torch.where(
+        positives > 0, negatives / positives.clamp(min=1.0), torch.ones_like(positives)
+    )
     return weights.clamp(min=1.0, max=cap)
 
 
@@ -38,11 +40,15 @@ def findings_loss(
         p = torch.sigmoid(logits)
         p_neg = (p - config.asl_clip).clamp(min=0.0) if config.asl_clip > 0 else p
         loss_pos = labels * torch.log(p.clamp(min=1e-8)) * (1 - p) ** config.asl_gamma_pos
-        loss_neg = (1 - labels) * torch.log((1 - p_neg).clamp(min=1e-8)) * p_neg**config.asl_gamma_neg
+        loss_neg = (
+            (1 - labels) * torch.log((1 - p_neg).clamp(min=1e-8)) * p_neg**config.asl_gamma_neg
+        )
         per = -(loss_pos + loss_neg)
     else:
         weight = pos_weight if config.imbalance == "pos_weight" else None
-        per = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight, reduction="none")
+        per = F.binary_cross_entropy_with_logits(
+            logits, labels, pos_weight=weight, reduction="none"
+        )
     return (per * mask).sum() / mask.sum().clamp(min=1.0)
 
 
@@ -61,9 +67,7 @@ def box_loss(
     return config.l1_weight * l1 + config.giou_weight * giou
 
 
-def contrastive_loss(
-    image: torch.Tensor, text: torch.Tensor, temperature: float
-) -> torch.Tensor:
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, temperature: float) -> torch.Tensor:
     """Symmetric InfoNCE: the i-th image and i-th report are the positive pair."""
     image = F.normalize(image.float(), dim=-1)
     text = F.normalize(text.float(), dim=-1)
