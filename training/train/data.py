@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from engine.artifact import PROMPT_STATES, InputSpec
-from engine.preprocessing import prepare_image_file, stack_views
+from engine.exceptions import StudyError
+from engine.preprocessing import Letterbox, prepare_image_file, stack_views
 from training.data.records import StudyRecord
 from training.exceptions import TrainingError
 from training.findings import FINDINGS, FINDINGS_BY_KEY
@@ -56,6 +57,21 @@ def prompt_states(findings: dict[str, str], keys: Sequence[str]) -> list[int]:
     """A report's findings prompt: present/uncertain/absent per finding; a finding the
     report does not mention reads as absent (a report names what it sees)."""
     return [STATE_INDEX.get(findings.get(key, "absent"), STATE_INDEX["absent"]) for key in keys]
+
+
+def box_to_model(box: tuple[float, float, float, float], lb: Letterbox) -> tuple[float, ...]:
+    """Source-image fractions -> model-grid fractions through the letterbox that prepared the
+    image (the inverse of ``Letterbox.box_to_source``, which the engine serves with)."""
+    from_source = getattr(lb, "box_from_source", None)  # issue 14's shared mapping
+    if from_source is not None:
+        return tuple(float(v) for v in from_source(box))
+    x0, y0, x1, y1 = box
+    return (
+        (x0 * lb.source_width * lb.scale_x + lb.pad_x) / lb.target_width,
+        (y0 * lb.source_height * lb.scale_y + lb.pad_y) / lb.target_height,
+        (x1 * lb.source_width * lb.scale_x + lb.pad_x) / lb.target_width,
+        (y1 * lb.source_height * lb.scale_y + lb.pad_y) / lb.target_height,
+    )
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -120,6 +136,23 @@ class LabeledImages:
         self.augment_config = augment_config
         self.seed = seed
         self._cache: dict[int, _Prepared] = {}
+        # Prepare every image once up front: the engine's refusals (unreadable, too small,
+        # constant) leave the image out, counted, instead of failing a step later.
+        kept, self.skipped = [], 0
+        for record in records:
+            self.records = [record]
+            try:
+                prepared = self._prepare(0)
+            except (StudyError, OSError, ValueError) as exc:
+                logger.warning("%s: image left out of training (%s)", record.study_id, exc)
+                self.skipped += 1
+                continue
+            self._cache.pop(0)
+            kept.append((record, prepared))
+        self.records = [r for r, _ in kept]
+        self._cache = {i: prepared for i, (_, prepared) in enumerate(kept)}
+        if self.skipped:
+            logger.warning("%d of %d images left out", self.skipped, len(records))
         labels = np.zeros((len(self.records), len(self.keys)), dtype=np.float32)
         mask = np.zeros_like(labels)
         for row, record in enumerate(self.records):
@@ -147,12 +180,7 @@ class LabeledImages:
             if box.image_index != 0 or box.finding not in self.locatable:
                 continue
             slot = self.locatable.index(box.finding)
-            # Source fractions -> model-grid fractions through the letterbox that prepared it.
-            x0 = (box.x_min * lb.source_width * lb.scale_x + lb.pad_x) / lb.target_width
-            x1 = (box.x_max * lb.source_width * lb.scale_x + lb.pad_x) / lb.target_width
-            y0 = (box.y_min * lb.source_height * lb.scale_y + lb.pad_y) / lb.target_height
-            y1 = (box.y_max * lb.source_height * lb.scale_y + lb.pad_y) / lb.target_height
-            boxes[slot] = (x0, y0, x1, y1)
+            boxes[slot] = box_to_model((box.x_min, box.y_min, box.x_max, box.y_max), lb)
             box_mask[slot] = 1.0
         prepared = _Prepared(pixels, boxes, box_mask)
         self._cache[index] = prepared
