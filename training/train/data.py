@@ -37,16 +37,16 @@ logger = logging.getLogger(__name__)
 STATE_INDEX = {state: i for i, state in enumerate(PROMPT_STATES)}
 
 
-def model_finding_keys(recipe: Recipe, image_records: Sequence[StudyRecord]) -> tuple[str, ...]:
+def model_finding_keys(recipe: Recipe, labels: Sequence[dict[str, str]]) -> tuple[str, ...]:
     """The findings the model scores, in the project's finding order: the recipe's list, or
-    every finding the image labels speak of (a head with no labels would only invent)."""
+    every finding the training labels speak of (a head with no labels would only invent)."""
     if recipe.data.findings:
         unknown = [k for k in recipe.data.findings if k not in FINDINGS_BY_KEY]
         if unknown:
             raise TrainingError(f"data.findings: unknown finding keys {unknown}")
         wanted = set(recipe.data.findings)
     else:
-        wanted = {key for record in image_records for key in record.findings}
+        wanted = {key for found in labels for key in found}
     keys = tuple(f.key for f in FINDINGS if f.key in wanted)
     if not keys:
         raise TrainingError("no finding has a label in the training images; check data paths")

@@ -43,6 +43,7 @@ from training.train.data import (
     has_image,
     limit,
     model_finding_keys,
+    report_findings,
     report_target,
 )
 from training.train.metrics import per_finding_auroc, youden_thresholds
@@ -114,7 +115,7 @@ def build_data(recipe: Recipe, spec: InputSpec, tokenizer_json: str | None) -> R
         assert d.nih_root is not None
         nih_train = limit(_records("nih", d.nih_root, "train"), d.max_train_images)
         nih_val = limit(_records("nih", d.nih_root, "val"), d.max_val_images)
-        keys = model_finding_keys(recipe, nih_train)
+        keys = model_finding_keys(recipe, [dict(r.findings) for r in nih_train])
         iu_train, train_texts = _texts(
             limit(_records("iu_xray", d.iu_root, "train", **iu_kwargs), d.max_train_reports),
             recipe,
@@ -138,7 +139,9 @@ def build_data(recipe: Recipe, spec: InputSpec, tokenizer_json: str | None) -> R
                 f"{d.iu_root}: no training study has both an image on disk and a report; the "
                 "paired path needs the images (R2Gen layout: images/<id>/<n>.png)"
             )
-        keys = model_finding_keys(recipe, iu_train)
+        keys = model_finding_keys(
+            recipe, [dict(r.findings) or report_findings(r, recipe) for r in iu_train]
+        )
         datasets = [f"iu_xray:train ({len(iu_train)} studies with images, {recipe.text.language})"]
     if not train_texts:
         raise TrainingError("no training report has target text; check data.iu_root")
