@@ -417,6 +417,8 @@ def run(args: argparse.Namespace) -> int:
         k: (float(v[0]), float(v[1])) for k, v in dict(checkpoint.get("thresholds", {})).items()
     }
     training = TrainingSummary.model_validate(json.loads(checkpoint.get("training", "{}")))
+    # The report language the run trained on (``training train`` records its recipe).
+    language = training.config.get("recipe", {}).get("text", {}).get("language", "es")
     export_artifact(
         model,
         tokenizer,
@@ -428,6 +430,7 @@ def run(args: argparse.Namespace) -> int:
         training=training,
         purpose=args.purpose,
         tolerance=args.tolerance,
+        languages=(language,),
     )
     print(args.out)
     return 0

@@ -248,3 +248,34 @@ def test_spanish_targets_without_the_bridge_fail_clearly(
     recipe = load_recipe(UNPAIRED, tiny_overrides(shared_data, tmp_path, **{"text.language": "es"}))
     with pytest.raises(TrainingError, match=r"training\.bridge.*text\.language = \"en\""):
         Trainer(recipe)
+
+
+def test_training_export_cli_reads_a_training_checkpoint(
+    unpaired_run: dict[str, Any], tmp_path: Path
+) -> None:
+    from engine.artifact import load_artifact
+    from training.cli import main
+
+    best = unpaired_run["result"].best_checkpoint
+    out = tmp_path / "engine"
+    assert main(["export", str(best), str(out), "--name", "x", "--version", "1",
+                 "--purpose", "test"]) == 0
+    manifest = load_artifact(out).manifest
+    state = torch.load(best, weights_only=True)
+    assert manifest.languages == ("es",) and manifest.training.path == "unpaired"
+    for spec in manifest.findings:
+        assert (spec.threshold_present, spec.threshold_absent) == tuple(
+            state["thresholds"][spec.key]
+        )
+
+
+def test_early_stopping_ends_the_run(shared_data: Path, tmp_path: Path) -> None:
+    # The report LM loss falls, so "max" never improves after the first epoch.
+    extra = {"optim.epochs": 4, "text.language": "en", "run.tensorboard": False,
+             "run.early_stopping.metric": "val/lm_loss", "run.early_stopping.mode": "max",
+             "run.early_stopping.patience": 1, "data.max_val_images": 8}
+    result = train(load_recipe(UNPAIRED, tiny_overrides(shared_data, tmp_path, **extra)))
+    assert result.steps == 4  # 2 of 4 epochs of 2 steps
+    assert [h["epoch"] for h in result.history] == [0.0, 1.0]
+    best = torch.load(result.best_checkpoint, weights_only=True)
+    assert best["step"] == 2
