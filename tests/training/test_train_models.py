@@ -201,3 +201,13 @@ def test_augmentation_keeps_laterality_and_moves_boxes_with_the_image() -> None:
         x0, y0, x1, y1 = moved[0] * 64
         inside = out[int(y0) + 2 : int(y1) - 2, int(x0) + 2 : int(x1) - 2]
         assert inside.size and (inside > 0).mean() > 0.8  # the box follows the region
+
+
+def test_no_finding_is_absent_where_another_finding_is_present() -> None:
+    from training.train.data import with_implied_no_finding
+
+    assert with_implied_no_finding({"edema": "present"}) == {
+        "edema": "present", "no_finding": "absent"
+    }
+    assert with_implied_no_finding({"edema": "absent"}) == {"edema": "absent"}
+    assert with_implied_no_finding({"no_finding": "present"}) == {"no_finding": "present"}

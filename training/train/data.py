@@ -15,7 +15,7 @@ run reads exactly the batches the uninterrupted run would have read.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,18 @@ def model_finding_keys(recipe: Recipe, labels: Sequence[dict[str, str]]) -> tupl
     if not keys:
         raise TrainingError("no finding has a label in the training images; check data paths")
     return keys
+
+
+def with_implied_no_finding(findings: Mapping[str, str]) -> dict[str, str]:
+    """``findings`` with "no finding" absent when another finding is present and the source
+    left it out (NIH lists "No Finding" only on normal images): otherwise the head would see
+    only positives for it and call every study normal."""
+    out = dict(findings)
+    if "no_finding" not in out and any(
+        v == "present" for k, v in out.items() if k != "no_finding"
+    ):
+        out["no_finding"] = "absent"
+    return out
 
 
 def prompt_states(findings: dict[str, str], keys: Sequence[str]) -> list[int]:
@@ -156,8 +168,9 @@ class LabeledImages:
         labels = np.zeros((len(self.records), len(self.keys)), dtype=np.float32)
         mask = np.zeros_like(labels)
         for row, record in enumerate(self.records):
+            found = with_implied_no_finding(record.findings)
             for col, key in enumerate(self.keys):
-                presence = record.findings.get(key)
+                presence = found.get(key)
                 if presence in ("present", "absent"):  # uncertain and unspoken: no label
                     labels[row, col] = presence == "present"
                     mask[row, col] = 1.0
@@ -267,7 +280,7 @@ class Reports:
         self.max_tokens = recipe.text.max_tokens
         self.records = list(records)
         self.ids = [encode_report(tokenizer, text)[: self.max_tokens] for text in texts]
-        found_all = [report_findings(r, recipe) for r in self.records]
+        found_all = [with_implied_no_finding(report_findings(r, recipe)) for r in self.records]
         self.states = torch.tensor(
             [prompt_states(found, keys) for found in found_all], dtype=torch.long
         ).reshape(len(self.records), len(keys))
