@@ -279,3 +279,22 @@ def test_early_stopping_ends_the_run(shared_data: Path, tmp_path: Path) -> None:
     assert [h["epoch"] for h in result.history] == [0.0, 1.0]
     best = torch.load(result.best_checkpoint, weights_only=True)
     assert best["step"] == 2
+
+
+def test_spanish_transfer_starts_from_a_trained_checkpoint(
+    unpaired_run: dict[str, Any], shared_data: Path, tmp_path: Path, spanish_bridge: None
+) -> None:
+    source = unpaired_run["result"].best_checkpoint
+    recipe = load_recipe(REPO / "config" / "training" / "spanish_transfer.toml", [
+        *tiny_overrides(shared_data, tmp_path, **{"text.vocab_size": 150}),
+        f"model.init_checkpoint={json.dumps(str(source))}",
+    ])
+    trainer = Trainer(recipe)
+    want = torch.load(source, weights_only=True)["state_dict"]
+    got = trainer.model.state_dict()
+    assert "decoder.embed.weight" not in trainer.transferred  # another tokenizer: fresh
+    assert {"finding_head.weight", "decoder.layers.0.self_attn.qkv.weight"} <= set(
+        trainer.transferred
+    )
+    for name in trainer.transferred:
+        assert torch.equal(got[name], want[name]), name

@@ -472,6 +472,7 @@ class Trainer:
             "encoder": recipe.model.encoder,
             "decoder_memory": memory,
         }
+        self.transferred: list[str] = []
         seed_everything(run.seed)  # the same initial weights whatever the data did
         model = create_model(recipe.model.name, **self.model_kwargs)
         if not isinstance(model, CXRReportModel):
@@ -480,6 +481,8 @@ class Trainer:
             from training.models.encoder import load_init_weights
 
             load_init_weights(model.encoder, recipe.model.init_weights)
+        if recipe.model.init_checkpoint is not None and checkpoint is None:
+            self.transferred = load_matching(model, recipe.model.init_checkpoint)
         if recipe.text.max_tokens > model.config.max_positions:
             raise TrainingError(
                 f"text.max_tokens {recipe.text.max_tokens} exceeds the model's "
@@ -834,6 +837,22 @@ class Trainer:
         }
         (self.out_dir / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
         return report
+
+
+def load_matching(model: nn.Module, path: Path) -> list[str]:
+    """Load every tensor of a training checkpoint whose name and shape match ``model``'s;
+    returns the names loaded."""
+    if not Path(path).is_file():
+        raise TrainingError(f"{path}: model.init_checkpoint not found")
+    source = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    own = model.state_dict()
+    matching = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise TrainingError(f"{path}: no tensor matches this model; is it a report model?")
+    model.load_state_dict(matching, strict=False)
+    logger.info("init checkpoint %s: %d of %d tensors loaded (%d kept fresh)", path,
+                len(matching), len(own), len(own) - len(matching))
+    return sorted(matching)
 
 
 def create_model_config(recipe: Recipe) -> dict[str, Any]:

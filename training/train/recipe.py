@@ -36,6 +36,10 @@ class ModelSection(_Section):
     encoder: str = "cnn"
     #: Local weights file for the encoder backbone (nothing is ever downloaded).
     init_weights: Path | None = None
+    #: A ``training train`` checkpoint to start from (English-to-Spanish transfer): every
+    #: tensor whose name and shape match is loaded; the rest (e.g. the embeddings of another
+    #: tokenizer) keep their fresh initialisation.
+    init_checkpoint: Path | None = None
     #: Extra model settings (``image_size``, ``d_model``, ``dropout``...).
     options: dict[str, Any] = Field(default_factory=dict)
 
