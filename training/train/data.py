@@ -1,4 +1,5 @@
-"""What a recipe trains on: labeled images, reports with their findings prompt, or pairs.
+"""What a recipe trains on: labeled images, reports with their findings prompt, or pairs;
+:func:`build_data` assembles a run's training and validation sets from the recipe.
 
 Images go through the engine's own preprocessing (:func:`engine.preprocessing.prepare_image_file`
 with the model's :class:`~engine.artifact.InputSpec`), so training sees exactly what the engine
@@ -26,10 +27,12 @@ import torch
 from engine.artifact import PROMPT_STATES, InputSpec
 from engine.exceptions import StudyError
 from engine.preprocessing import Letterbox, prepare_image_file, stack_views
+from training.data import create_dataset
 from training.data.records import StudyRecord
 from training.exceptions import TrainingError
 from training.findings import FINDINGS, FINDINGS_BY_KEY
 from training.train.augment import augment
+from training.train.objectives import positive_weights
 from training.train.recipe import AugmentSection, Recipe
 
 logger = logging.getLogger(__name__)
@@ -58,9 +61,7 @@ def with_implied_no_finding(findings: Mapping[str, str]) -> dict[str, str]:
     left it out (NIH lists "No Finding" only on normal images): otherwise the head would see
     only positives for it and call every study normal."""
     out = dict(findings)
-    if "no_finding" not in out and any(
-        v == "present" for k, v in out.items() if k != "no_finding"
-    ):
+    if "no_finding" not in out and any(v == "present" for k, v in out.items() if k != "no_finding"):
         out["no_finding"] = "absent"
     return out
 
@@ -337,3 +338,128 @@ def limit(records: list[StudyRecord], count: int) -> list[StudyRecord]:
 
 def has_image(record: StudyRecord) -> bool:
     return bool(record.images) and Path(record.images[0].path).is_file()
+
+
+# -- a run's data ----------------------------------------------------------------------------
+
+
+@dataclass
+class RunData:
+    keys: tuple[str, ...]
+    spec: InputSpec
+    tokenizer: Any
+    datasets: tuple[str, ...]
+    train_images: LabeledImages | None = None
+    val_images: LabeledImages | None = None
+    train_reports: Reports | None = None
+    val_reports: Reports | None = None
+    train_pairs: PairedStudies | None = None
+    val_pairs: PairedStudies | None = None
+    pos_weight: torch.Tensor | None = None
+
+
+def _records(name: str, root: Path, split: str, **kwargs: Any) -> list[StudyRecord]:
+    return list(create_dataset(name, root, split=split, **kwargs))
+
+
+def _texts(records: list[StudyRecord], recipe: Recipe) -> tuple[list[StudyRecord], list[str]]:
+    kept, texts = [], []
+    for record in records:
+        text = report_target(record, recipe)
+        if text:
+            kept.append(record)
+            texts.append(text)
+    if len(kept) < len(records):
+        logger.info(
+            "%d of %d reports have no %s target text; left out",
+            len(records) - len(kept),
+            len(records),
+            recipe.text.language,
+        )
+    return kept, texts
+
+
+def input_spec(recipe: Recipe, image_size: int, num_views: int) -> InputSpec:
+    return InputSpec(
+        height=image_size,
+        width=image_size,
+        views=("frontal", "lateral") if num_views == 2 else ("frontal",),
+    )
+
+
+def build_data(recipe: Recipe, spec: InputSpec, tokenizer_json: str | None) -> RunData:
+    """Read the recipe's datasets and build the training and validation sets."""
+    from tokenizers import Tokenizer
+
+    from training.models.tokenizer import train_report_tokenizer
+
+    d = recipe.data
+    assert d.iu_root is not None  # the recipe validator requires it
+    iu_kwargs = {"layout": d.iu_layout}
+    datasets: list[str] = []
+    if recipe.path == "unpaired":
+        assert d.nih_root is not None
+        nih_train = limit(_records("nih", d.nih_root, "train"), d.max_train_images)
+        nih_val = limit(_records("nih", d.nih_root, "val"), d.max_val_images)
+        keys = model_finding_keys(recipe, [dict(r.findings) for r in nih_train])
+        iu_train, train_texts = _texts(
+            limit(_records("iu_xray", d.iu_root, "train", **iu_kwargs), d.max_train_reports),
+            recipe,
+        )
+        iu_val, val_texts = _texts(
+            limit(_records("iu_xray", d.iu_root, "val", **iu_kwargs), d.max_val_reports), recipe
+        )
+        datasets = [
+            f"nih:train ({len(nih_train)} images)",
+            f"iu_xray:train ({len(iu_train)} reports, {recipe.text.language})",
+        ]
+    else:
+        all_train = [
+            r for r in _records("iu_xray", d.iu_root, "train", **iu_kwargs) if has_image(r)
+        ]
+        all_val = [r for r in _records("iu_xray", d.iu_root, "val", **iu_kwargs) if has_image(r)]
+        iu_train, train_texts = _texts(limit(all_train, d.max_train_images), recipe)
+        iu_val, val_texts = _texts(limit(all_val, d.max_val_images), recipe)
+        if not iu_train:
+            raise TrainingError(
+                f"{d.iu_root}: no training study has both an image on disk and a report; the "
+                "paired path needs the images (R2Gen layout: images/<id>/<n>.png)"
+            )
+        keys = model_finding_keys(
+            recipe, [dict(r.findings) or report_findings(r, recipe) for r in iu_train]
+        )
+        datasets = [f"iu_xray:train ({len(iu_train)} studies with images, {recipe.text.language})"]
+    if not train_texts:
+        raise TrainingError("no training report has target text; check data.iu_root")
+    tokenizer = (
+        Tokenizer.from_str(tokenizer_json)
+        if tokenizer_json
+        else train_report_tokenizer(train_texts, vocab_size=recipe.text.vocab_size)
+    )
+    seed = recipe.run.seed
+    train_reports = Reports(iu_train, recipe, keys, tokenizer, train_texts)
+    val_reports = Reports(iu_val, recipe, keys, tokenizer, val_texts) if iu_val else None
+    data = RunData(keys, spec, tokenizer, tuple(datasets))
+    if recipe.path == "unpaired":
+        data.train_images = LabeledImages(nih_train, keys, spec, recipe.augment, seed)
+        data.val_images = LabeledImages(nih_val, keys, spec, None, seed) if nih_val else None
+        data.train_reports, data.val_reports = train_reports, val_reports
+        labels, mask = (
+            torch.from_numpy(data.train_images.labels),
+            torch.from_numpy(data.train_images.mask),
+        )
+    else:
+        train_img = LabeledImages(iu_train, keys, spec, recipe.augment, seed)
+        data.train_pairs = PairedStudies(train_img, train_reports)
+        if iu_val and val_reports is not None:
+            data.val_pairs = PairedStudies(
+                LabeledImages(iu_val, keys, spec, None, seed), val_reports
+            )
+        labels = torch.where(
+            torch.from_numpy(train_img.mask) > 0,
+            torch.from_numpy(train_img.labels),
+            train_reports.labels,
+        )
+        mask = torch.maximum(torch.from_numpy(train_img.mask), train_reports.label_mask)
+    data.pos_weight = positive_weights(labels, mask, recipe.objectives.findings.max_pos_weight)
+    return data

@@ -12,12 +12,10 @@ the model runs under DistributedDataParallel (NCCL on GPUs, gloo on CPUs).
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 import os
-import random
 import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -28,357 +26,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.artifact import InputSpec, TrainingSummary
-from training.data import create_dataset
-from training.data.records import StudyRecord
+from engine.artifact import TrainingSummary
 from training.exceptions import TrainingError
 from training.findings import FINDINGS_BY_KEY
 from training.models.cxr_report import CXRReportModel
 from training.train import objectives
-from training.train.data import (
-    LabeledImages,
-    PairedStudies,
-    Reports,
-    StepBatches,
-    has_image,
-    limit,
-    model_finding_keys,
-    report_findings,
-    report_target,
+from training.train.checkpoint import (
+    CHECKPOINT_VERSION,
+    export_checkpoint,
+    load_matching,
+    rng_state,
+    seed_everything,
+    set_rng_state,
 )
-from training.train.metrics import per_finding_auroc, youden_thresholds
+from training.train.data import Reports, StepBatches, build_data, input_spec
+from training.train.distributed import all_mean, init_distributed
+from training.train.metrics import MetricsLog, per_finding_auroc, youden_thresholds
+from training.train.objectives import Objective
 from training.train.recipe import Recipe, write_effective_recipe
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_VERSION = 1
-
-
-# -- data --------------------------------------------------------------------------------------
-
-
-@dataclass
-class RunData:
-    keys: tuple[str, ...]
-    spec: InputSpec
-    tokenizer: Any
-    datasets: tuple[str, ...]
-    train_images: LabeledImages | None = None
-    val_images: LabeledImages | None = None
-    train_reports: Reports | None = None
-    val_reports: Reports | None = None
-    train_pairs: PairedStudies | None = None
-    val_pairs: PairedStudies | None = None
-    pos_weight: torch.Tensor | None = None
-
-
-def _records(name: str, root: Path, split: str, **kwargs: Any) -> list[StudyRecord]:
-    return list(create_dataset(name, root, split=split, **kwargs))
-
-
-def _texts(records: list[StudyRecord], recipe: Recipe) -> tuple[list[StudyRecord], list[str]]:
-    kept, texts = [], []
-    for record in records:
-        text = report_target(record, recipe)
-        if text:
-            kept.append(record)
-            texts.append(text)
-    if len(kept) < len(records):
-        logger.info(
-            "%d of %d reports have no %s target text; left out",
-            len(records) - len(kept),
-            len(records),
-            recipe.text.language,
-        )
-    return kept, texts
-
-
-def input_spec(recipe: Recipe, image_size: int, num_views: int) -> InputSpec:
-    return InputSpec(
-        height=image_size,
-        width=image_size,
-        views=("frontal", "lateral") if num_views == 2 else ("frontal",),
-    )
-
-
-def build_data(recipe: Recipe, spec: InputSpec, tokenizer_json: str | None) -> RunData:
-    """Read the recipe's datasets and build the training and validation sets."""
-    from tokenizers import Tokenizer
-
-    from training.models.tokenizer import train_report_tokenizer
-
-    d = recipe.data
-    assert d.iu_root is not None  # the recipe validator requires it
-    iu_kwargs = {"layout": d.iu_layout}
-    datasets: list[str] = []
-    if recipe.path == "unpaired":
-        assert d.nih_root is not None
-        nih_train = limit(_records("nih", d.nih_root, "train"), d.max_train_images)
-        nih_val = limit(_records("nih", d.nih_root, "val"), d.max_val_images)
-        keys = model_finding_keys(recipe, [dict(r.findings) for r in nih_train])
-        iu_train, train_texts = _texts(
-            limit(_records("iu_xray", d.iu_root, "train", **iu_kwargs), d.max_train_reports),
-            recipe,
-        )
-        iu_val, val_texts = _texts(
-            limit(_records("iu_xray", d.iu_root, "val", **iu_kwargs), d.max_val_reports), recipe
-        )
-        datasets = [
-            f"nih:train ({len(nih_train)} images)",
-            f"iu_xray:train ({len(iu_train)} reports, {recipe.text.language})",
-        ]
-    else:
-        all_train = [
-            r for r in _records("iu_xray", d.iu_root, "train", **iu_kwargs) if has_image(r)
-        ]
-        all_val = [r for r in _records("iu_xray", d.iu_root, "val", **iu_kwargs) if has_image(r)]
-        iu_train, train_texts = _texts(limit(all_train, d.max_train_images), recipe)
-        iu_val, val_texts = _texts(limit(all_val, d.max_val_images), recipe)
-        if not iu_train:
-            raise TrainingError(
-                f"{d.iu_root}: no training study has both an image on disk and a report; the "
-                "paired path needs the images (R2Gen layout: images/<id>/<n>.png)"
-            )
-        keys = model_finding_keys(
-            recipe, [dict(r.findings) or report_findings(r, recipe) for r in iu_train]
-        )
-        datasets = [f"iu_xray:train ({len(iu_train)} studies with images, {recipe.text.language})"]
-    if not train_texts:
-        raise TrainingError("no training report has target text; check data.iu_root")
-    tokenizer = (
-        Tokenizer.from_str(tokenizer_json)
-        if tokenizer_json
-        else train_report_tokenizer(train_texts, vocab_size=recipe.text.vocab_size)
-    )
-    seed = recipe.run.seed
-    train_reports = Reports(iu_train, recipe, keys, tokenizer, train_texts)
-    val_reports = Reports(iu_val, recipe, keys, tokenizer, val_texts) if iu_val else None
-    data = RunData(keys, spec, tokenizer, tuple(datasets))
-    if recipe.path == "unpaired":
-        data.train_images = LabeledImages(nih_train, keys, spec, recipe.augment, seed)
-        data.val_images = LabeledImages(nih_val, keys, spec, None, seed) if nih_val else None
-        data.train_reports, data.val_reports = train_reports, val_reports
-        labels, mask = (
-            torch.from_numpy(data.train_images.labels),
-            torch.from_numpy(data.train_images.mask),
-        )
-    else:
-        train_img = LabeledImages(iu_train, keys, spec, recipe.augment, seed)
-        data.train_pairs = PairedStudies(train_img, train_reports)
-        if iu_val and val_reports is not None:
-            data.val_pairs = PairedStudies(
-                LabeledImages(iu_val, keys, spec, None, seed), val_reports
-            )
-        labels = torch.where(
-            torch.from_numpy(train_img.mask) > 0,
-            torch.from_numpy(train_img.labels),
-            train_reports.labels,
-        )
-        mask = torch.maximum(torch.from_numpy(train_img.mask), train_reports.label_mask)
-    data.pos_weight = objectives.positive_weights(
-        labels, mask, recipe.objectives.findings.max_pos_weight
-    )
-    return data
-
-
-# -- the objective module (what DDP wraps) ------------------------------------------------------
-
-
-class Objective(nn.Module):
-    """The model plus the recipe's objectives: ``forward(batch) -> {name: loss}``, with
-    ``"loss"`` the weighted sum. DDP synchronizes gradients through this forward."""
-
-    def __init__(
-        self, model: CXRReportModel, recipe: Recipe, pad_id: int, pos_weight: torch.Tensor | None
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.recipe = recipe
-        self.pad_id = pad_id
-        self.register_buffer(
-            "pos_weight",
-            pos_weight if pos_weight is not None else torch.ones(model.config.num_findings),
-            persistent=False,
-        )
-
-    @property
-    def pos_weights(self) -> torch.Tensor:
-        weights = self.pos_weight
-        assert isinstance(weights, torch.Tensor)
-        return weights
-
-    @staticmethod
-    def _share(count: torch.Tensor) -> torch.Tensor:
-        """``local / mean over ranks`` of a loss's element count: a per-rank mean times it is
-        the mean over the whole global batch, so DDP's gradient average equals one process's
-        gradient on that batch (a rank without boxes does not halve the box gradient)."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return torch.ones((), device=count.device)
-        total = count.detach().float().clone()
-        dist.all_reduce(total)
-        return count.float() * dist.get_world_size() / total.clamp(min=1.0)
-
-    def _image_terms(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
-        o = self.recipe.objectives
-        memory, logits, boxes, pooled = self.model.finding_logits(batch["images"])
-        terms = {}
-        if o.findings.weight > 0:
-            terms["findings"] = objectives.findings_loss(
-                logits, batch["labels"], batch["label_mask"], o.findings, self.pos_weights
-            ) * self._share(batch["label_mask"].sum())
-        if o.boxes.weight > 0 and self.model.config.num_locatable:
-            # Always present (0 without boxes) so every DDP rank logs the same terms.
-            terms["boxes"] = objectives.box_loss(
-                boxes, batch["boxes"], batch["box_mask"], o.boxes
-            ) * self._share(batch["box_mask"].sum())
-        return terms, (memory, pooled)
-
-    def _lm(
-        self, tokens: torch.Tensor, memory: torch.Tensor | None, states: torch.Tensor | None
-    ) -> torch.Tensor:
-        logits = self.model.decode_teacher_forced(tokens[:, :-1], memory, states)
-        targets = tokens[:, 1:]
-        return objectives.lm_loss(
-            logits, targets, self.pad_id, self.recipe.objectives.lm.label_smoothing
-        ) * self._share((targets != self.pad_id).sum())
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        o = self.recipe.objectives
-        terms: dict[str, torch.Tensor] = {}
-        weights = {
-            "findings": o.findings.weight,
-            "boxes": o.boxes.weight,
-            "contrastive": o.contrastive.weight,
-            "lm": o.lm.weight,
-        }
-        if self.recipe.path == "unpaired":
-            image_terms, _ = self._image_terms(batch)
-            terms.update(image_terms)
-            if o.lm.weight > 0:
-                # Report-only samples: no image tokens, the decoder reads the prompt alone.
-                terms["lm"] = self._lm(batch["tokens"], None, batch["states"])
-        else:
-            image_terms, (memory, pooled) = self._image_terms(batch)
-            terms.update(image_terms)
-            if o.contrastive.weight > 0 and batch["tokens"].shape[0] > 1:
-                terms["contrastive"] = objectives.contrastive_loss(
-                    self.model.image_proj(pooled),
-                    self.model.text_embedding(batch["tokens"], self.pad_id),
-                    o.contrastive.temperature,
-                )
-            if o.lm.weight > 0:
-                terms["lm"] = self._lm(batch["tokens"], memory, batch["states"])
-        if not terms:
-            raise TrainingError("every objective has weight 0; nothing to train")
-        total = sum(weights[name] * value for name, value in terms.items())
-        assert isinstance(total, torch.Tensor)
-        terms["loss"] = total
-        return terms
-
-
-# -- distributed ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-
-def init_distributed(device: torch.device) -> Dist:
-    """Join the ``torchrun`` process group when launched by it (``WORLD_SIZE`` > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _all_mean(value: torch.Tensor, d: Dist) -> torch.Tensor:
-    if not d.enabled:
-        return value.detach()
-    import torch.distributed as dist
-
-    out = value.detach().clone()
-    dist.all_reduce(out)
-    return out / d.world
-
-
-# -- outputs ---------------------------------------------------------------------------------------
-
-
-class MetricsLog:
-    """Per-step and per-epoch metrics: ``steps.csv``, ``epochs.csv`` and TensorBoard."""
-
-    def __init__(self, out_dir: Path, tensorboard: bool, enabled: bool) -> None:
-        self.out_dir, self.enabled = out_dir, enabled
-        self.writer: Any = None
-        if enabled and tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(out_dir / "tensorboard"))
-
-    def _append(self, name: str, row: dict[str, Any]) -> None:
-        path = self.out_dir / name
-        row = {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}
-        header: list[str] = []
-        if path.exists():
-            with path.open(newline="", encoding="utf-8") as fh:
-                header = next(csv.reader(fh), [])
-        if header and set(row) <= set(header):
-            with path.open("a", newline="", encoding="utf-8") as fh:
-                csv.DictWriter(fh, header).writerow(row)
-            return
-        # A new column (an objective that appeared): rewrite with the wider header.
-        rows = []
-        if path.exists():
-            with path.open(newline="", encoding="utf-8") as fh:
-                rows = list(csv.DictReader(fh))
-        rows.append(row)
-        columns = list(dict.fromkeys([*header, *row]))
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, columns)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def truncate(self, name: str, after_step: int) -> None:
-        """Drop rows past ``after_step`` (a resumed run rewrites them)."""
-        path = self.out_dir / name
-        if not self.enabled or not path.exists():
-            return
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= after_step]
-            columns = list(dict.fromkeys(c for r in rows for c in r)) or ["step"]
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, columns)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def log(self, name: str, step: int, values: dict[str, float], **extra: Any) -> None:
-        if not self.enabled:
-            return
-        self._append(name, {"step": step, **extra, **values})
-        if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(key, value, step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 @dataclass
@@ -390,43 +57,6 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     validation: dict[str, Any] = field(default_factory=dict)
     artifact: Path | None = None
-
-
-# -- the trainer -----------------------------------------------------------------------------------
-
-
-def _rng_state() -> dict[str, Any]:
-    # Tensors and plain values only, so checkpoints load with ``weights_only=True``.
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [
-            name,
-            torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            int(pos),
-            int(has_gauss),
-            float(cached),
-        ],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def pick_device(name: str, d_local: int = 0) -> torch.device:
@@ -595,7 +225,7 @@ class Trainer:
             "best": self.best,
             "bad_epochs": self.bad_epochs,
             "history": self.history,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "recipe": self.recipe.model_dump(mode="json"),
         }
 
@@ -620,7 +250,7 @@ class Trainer:
         self.thresholds = {
             k: (float(v[0]), float(v[1])) for k, v in checkpoint["thresholds"].items()
         }
-        _set_rng_state(checkpoint["rng"])
+        set_rng_state(checkpoint["rng"])
         self.log.truncate("steps.csv", self.step)
         self.log.truncate("epochs.csv", self.step)
         logger.info("resumed at step %d", self.step)
@@ -658,7 +288,7 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        values = {f"train/{k}": float(_all_mean(terms[k], self.dist)) for k in sorted(terms)}
+        values = {f"train/{k}": float(all_mean(terms[k], self.dist)) for k in sorted(terms)}
         values["train/lr"] = float(self.scheduler.get_last_lr()[0])
         return values
 
@@ -839,22 +469,6 @@ class Trainer:
         return report
 
 
-def load_matching(model: nn.Module, path: Path) -> list[str]:
-    """Load every tensor of a training checkpoint whose name and shape match ``model``'s;
-    returns the names loaded."""
-    if not Path(path).is_file():
-        raise TrainingError(f"{path}: model.init_checkpoint not found")
-    source = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    own = model.state_dict()
-    matching = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
-    if not matching:
-        raise TrainingError(f"{path}: no tensor matches this model; is it a report model?")
-    model.load_state_dict(matching, strict=False)
-    logger.info("init checkpoint %s: %d of %d tensors loaded (%d kept fresh)", path,
-                len(matching), len(own), len(own) - len(matching))
-    return sorted(matching)
-
-
 def create_model_config(recipe: Recipe) -> dict[str, Any]:
     """Image size and views of the recipe's model (the input spec depends on them)."""
     from training.models.registry import create_model
@@ -872,36 +486,6 @@ def create_model_config(recipe: Recipe) -> dict[str, Any]:
     )
     assert isinstance(probe, CXRReportModel)
     return {"image_size": probe.config.image_size, "num_views": probe.config.num_views}
-
-
-def export_checkpoint(checkpoint: Path, out: Path, recipe: Recipe) -> Path:
-    """Export a trained checkpoint with the recipe's export settings (parity checked)."""
-    from tokenizers import Tokenizer
-
-    from training.export import export_artifact
-    from training.findings import get_finding
-    from training.models.registry import create_model
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model = create_model(state["model_name"], **state["model_config"])
-    assert isinstance(model, CXRReportModel)
-    model.load_state_dict(state["state_dict"])
-    thresholds = {k: (float(v[0]), float(v[1])) for k, v in state["thresholds"].items()}
-    export_artifact(
-        model,
-        Tokenizer.from_str(state["tokenizer"]),
-        out,
-        name=recipe.export.name,
-        version=recipe.export.version,
-        findings=[get_finding(k) for k in state["finding_keys"]],
-        thresholds=thresholds,
-        training=TrainingSummary.model_validate_json(state["training"]),
-        purpose=recipe.export.purpose,
-        description=f"{recipe.path} recipe {recipe.name}",
-        tolerance=recipe.export.tolerance,
-        languages=(recipe.text.language,),
-    )
-    return out
 
 
 def train(recipe: Recipe, *, resume: Path | None = None, export: Path | None = None) -> TrainResult:

@@ -1,10 +1,15 @@
-"""Validation figures of a run: findings AUROC and decision thresholds.
+"""A run's figures: findings AUROC and decision thresholds on the validation split, and the
+per-step/per-epoch log (CSV and TensorBoard).
 
 AUROC is the Mann-Whitney statistic (ties count half), per finding with both classes in the
 split; the macro mean is over those findings.
 """
 
 from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,3 +71,63 @@ def youden_thresholds(
         present = float(np.clip(present, 0.01, 0.99))
         out[key] = (present, present / 2)
     return out
+
+
+class MetricsLog:
+    """Per-step and per-epoch metrics: ``steps.csv``, ``epochs.csv`` and TensorBoard."""
+
+    def __init__(self, out_dir: Path, tensorboard: bool, enabled: bool) -> None:
+        self.out_dir, self.enabled = out_dir, enabled
+        self.writer: Any = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def _append(self, name: str, row: dict[str, Any]) -> None:
+        path = self.out_dir / name
+        row = {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}
+        header: list[str] = []
+        if path.exists():
+            with path.open(newline="", encoding="utf-8") as fh:
+                header = next(csv.reader(fh), [])
+        if header and set(row) <= set(header):
+            with path.open("a", newline="", encoding="utf-8") as fh:
+                csv.DictWriter(fh, header).writerow(row)
+            return
+        # A new column (an objective that appeared): rewrite with the wider header.
+        rows = []
+        if path.exists():
+            with path.open(newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+        rows.append(row)
+        columns = list(dict.fromkeys([*header, *row]))
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def truncate(self, name: str, after_step: int) -> None:
+        """Drop rows past ``after_step`` (a resumed run rewrites them)."""
+        path = self.out_dir / name
+        if not self.enabled or not path.exists():
+            return
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= after_step]
+            columns = list(dict.fromkeys(c for r in rows for c in r)) or ["step"]
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def log(self, name: str, step: int, values: dict[str, float], **extra: Any) -> None:
+        if not self.enabled:
+            return
+        self._append(name, {"step": step, **extra, **values})
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -6,14 +6,22 @@
 - :func:`box_loss`: L1 plus generalized IoU (torchvision) on the boxes a dataset has.
 - :func:`contrastive_loss`: CLIP-style symmetric InfoNCE between image and report embeddings.
 - :func:`lm_loss`: next-token cross-entropy of the report, padding ignored.
+
+:class:`Objective` puts them together for one batch with the recipe's weights; it is the module
+DistributedDataParallel wraps.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
+from torch import nn
 
-from training.train.recipe import BoxObjective, FindingsObjective
+from training.exceptions import TrainingError
+from training.models.cxr_report import CXRReportModel
+from training.train.recipe import BoxObjective, FindingsObjective, Recipe
 
 
 def positive_weights(labels: torch.Tensor, mask: torch.Tensor, cap: float) -> torch.Tensor:
@@ -86,3 +94,97 @@ def lm_loss(
         ignore_index=pad_id,
         label_smoothing=label_smoothing,
     )
+
+
+class Objective(nn.Module):
+    """The model plus the recipe's objectives: ``forward(batch) -> {name: loss}``, with
+    ``"loss"`` the weighted sum. DDP synchronizes gradients through this forward."""
+
+    def __init__(
+        self, model: CXRReportModel, recipe: Recipe, pad_id: int, pos_weight: torch.Tensor | None
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.recipe = recipe
+        self.pad_id = pad_id
+        self.register_buffer(
+            "pos_weight",
+            pos_weight if pos_weight is not None else torch.ones(model.config.num_findings),
+            persistent=False,
+        )
+
+    @property
+    def pos_weights(self) -> torch.Tensor:
+        weights = self.pos_weight
+        assert isinstance(weights, torch.Tensor)
+        return weights
+
+    @staticmethod
+    def _share(count: torch.Tensor) -> torch.Tensor:
+        """``local / mean over ranks`` of a loss's element count: a per-rank mean times it is
+        the mean over the whole global batch, so DDP's gradient average equals one process's
+        gradient on that batch (a rank without boxes does not halve the box gradient)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return torch.ones((), device=count.device)
+        total = count.detach().float().clone()
+        dist.all_reduce(total)
+        return count.float() * dist.get_world_size() / total.clamp(min=1.0)
+
+    def _image_terms(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
+        o = self.recipe.objectives
+        memory, logits, boxes, pooled = self.model.finding_logits(batch["images"])
+        terms = {}
+        if o.findings.weight > 0:
+            terms["findings"] = findings_loss(
+                logits, batch["labels"], batch["label_mask"], o.findings, self.pos_weights
+            ) * self._share(batch["label_mask"].sum())
+        if o.boxes.weight > 0 and self.model.config.num_locatable:
+            # Always present (0 without boxes) so every DDP rank logs the same terms.
+            terms["boxes"] = box_loss(
+                boxes, batch["boxes"], batch["box_mask"], o.boxes
+            ) * self._share(batch["box_mask"].sum())
+        return terms, (memory, pooled)
+
+    def _lm(
+        self, tokens: torch.Tensor, memory: torch.Tensor | None, states: torch.Tensor | None
+    ) -> torch.Tensor:
+        logits = self.model.decode_teacher_forced(tokens[:, :-1], memory, states)
+        targets = tokens[:, 1:]
+        smoothing = self.recipe.objectives.lm.label_smoothing
+        loss = lm_loss(logits, targets, self.pad_id, smoothing)
+        return loss * self._share((targets != self.pad_id).sum())
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        o = self.recipe.objectives
+        terms: dict[str, torch.Tensor] = {}
+        weights = {
+            "findings": o.findings.weight,
+            "boxes": o.boxes.weight,
+            "contrastive": o.contrastive.weight,
+            "lm": o.lm.weight,
+        }
+        if self.recipe.path == "unpaired":
+            image_terms, _ = self._image_terms(batch)
+            terms.update(image_terms)
+            if o.lm.weight > 0:
+                # Report-only samples: no image tokens, the decoder reads the prompt alone.
+                terms["lm"] = self._lm(batch["tokens"], None, batch["states"])
+        else:
+            image_terms, (memory, pooled) = self._image_terms(batch)
+            terms.update(image_terms)
+            if o.contrastive.weight > 0 and batch["tokens"].shape[0] > 1:
+                terms["contrastive"] = contrastive_loss(
+                    self.model.image_proj(pooled),
+                    self.model.text_embedding(batch["tokens"], self.pad_id),
+                    o.contrastive.temperature,
+                )
+            if o.lm.weight > 0:
+                terms["lm"] = self._lm(batch["tokens"], memory, batch["states"])
+        if not terms:
+            raise TrainingError("every objective has weight 0; nothing to train")
+        total = sum(weights[name] * value for name, value in terms.items())
+        assert isinstance(total, torch.Tensor)
+        terms["loss"] = total
+        return terms
