@@ -379,7 +379,9 @@ def _texts(records: list[StudyRecord], recipe: Recipe) -> tuple[list[StudyRecord
     return kept, texts
 
 
-def input_spec(recipe: Recipe, image_size: int, num_views: int) -> InputSpec:
+def input_spec(image_size: int, num_views: int) -> InputSpec:
+    """The model's input spec as export writes it into the manifest, so training prepares
+    images exactly as the engine will."""
     return InputSpec(
         height=image_size,
         width=image_size,

@@ -90,7 +90,7 @@ class Trainer:
         from training.models.tokenizer import PAD, token_id
 
         probe = create_model_config(recipe)
-        spec = input_spec(recipe, probe["image_size"], probe["num_views"])
+        spec = input_spec(probe["image_size"], probe["num_views"])
         self.data = build_data(recipe, spec, checkpoint["tokenizer"] if checkpoint else None)
         self.pad_id = token_id(self.data.tokenizer, PAD)
         memory = ("findings",) if recipe.path == "unpaired" else ("image", "findings")
