@@ -9,12 +9,19 @@ Layout::
     encoder.pt2            the same graphs as ``torch.export`` programs (PyTorch backend)
     decoder_step.pt2
     tokenizer.json         Hugging Face ``tokenizers`` file
+    finding_prompt.npz     (1.1) keys/values of the findings prompt tokens, when the decoder
+                           attends to the predicted findings (``decoder.memory``)
     tensorrt/*.plan        optional TensorRT engines built for one GPU and TensorRT version
 
 The manifest is the single source of truth the runtime reads: finding set (codes, Spanish
 names, thresholds), input specification, decoding defaults. :func:`load_artifact` refuses a
 corrupt, incomplete or incompatible artifact with an :class:`~engine.exceptions.ArtifactError`
 naming the file and the reason.
+
+Format history: 1.0 decoders attend to the image tokens only. 1.1 adds ``decoder.memory``
+(image tokens, the findings prompt, or both), the ``prompt`` table and the training path
+(``training.path``/``training.datasets``); a 1.0 manifest reads as a 1.1 one with an image-only
+decoder, so this runtime serves both.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from engine.result import EngineIdentity, FindingCode
 logger = logging.getLogger(__name__)
 
 #: Format this runtime writes and reads. Major must match; a newer minor needs a newer runtime.
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 MANIFEST_NAME = "manifest.json"
 ENCODER_GRAPH = "encoder"
 DECODER_GRAPH = "decoder_step"
@@ -54,6 +61,9 @@ DECODER_INPUTS = ("tokens", "cross_keys", "cross_values", "past_keys", "past_val
 DECODER_OUTPUTS = ("logits", "present_keys", "present_values")
 
 SectionTitle = Literal["Hallazgos", "Impresión"]
+MemoryKind = Literal["image", "findings"]
+#: Finding states of the prompt table's first axis.
+PROMPT_STATES: tuple[str, ...] = ("absent", "uncertain", "present")
 
 
 class _Strict(BaseModel):
@@ -164,7 +174,27 @@ class DecoderSpec(_Strict):
     vocab_size: int = Field(gt=0)
     memory_tokens: int = Field(gt=0)
     max_positions: int = Field(gt=1)
+    #: What the decoder attends to, in memory order (1.0 artifacts: image tokens only).
+    memory: tuple[MemoryKind, ...] = ("image",)
 
+    @model_validator(mode="after")
+    def _memory_kinds(self) -> DecoderSpec:
+        if not self.memory or len(set(self.memory)) != len(self.memory):
+            raise ValueError(f"decoder.memory must name image and/or findings once, {self.memory}")
+        return self
+
+
+class PromptSpec(_Strict):
+    """The findings prompt (format 1.1): ``file`` (``.npz``) holds ``keys`` and ``values``
+    ``[states, layers, heads, findings, head_dim]``; the runtime picks, for each finding in
+    manifest order, the row of its predicted state (thresholds of :class:`FindingSpec`)."""
+
+    file: str = "finding_prompt.npz"
+    states: tuple[Literal["absent", "uncertain", "present"], ...] = (
+        "absent",
+        "uncertain",
+        "present",
+    )
 
 class GraphSpec(_Strict):
     onnx: str
@@ -196,6 +226,11 @@ class DecodingDefaults(_Strict):
 
 
 class TrainingSummary(_Strict):
+    #: ``unpaired``: encoder on labeled images, decoder on reports with the findings prompt;
+    #: ``paired``: images and their reports end to end. Empty in 1.0 artifacts.
+    path: Literal["", "paired", "unpaired"] = ""
+    #: Datasets (and splits) that trained the engine, e.g. ``nih:train``.
+    datasets: tuple[str, ...] = ()
     data: str = ""
     config: dict[str, Any] = Field(default_factory=dict)
     notes: str = ""
@@ -226,6 +261,7 @@ class EngineManifest(_Strict):
     languages: tuple[str, ...] = ("es",)
     tokenizer: TokenizerSpec
     decoder: DecoderSpec
+    prompt: PromptSpec | None = None
     graphs: dict[str, GraphSpec]
     tensorrt_plans: tuple[TensorRTPlanSpec, ...] = ()
     decoding: DecodingDefaults = Field(default_factory=DecodingDefaults)
@@ -253,6 +289,13 @@ class EngineManifest(_Strict):
                     f"graph {name!r} must have inputs {inputs} and outputs {outputs}, "
                     f"got {graph.inputs} and {graph.outputs}"
                 )
+        if ("findings" in self.decoder.memory) != (self.prompt is not None):
+            raise ValueError(
+                "decoder.memory names 'findings' exactly when a prompt table is given; got "
+                f"memory {self.decoder.memory} and prompt {self.prompt}"
+            )
+        if self.prompt is not None and _parse_version(self.format_version) < (1, 1):
+            raise ValueError(f"a findings prompt needs format 1.1, got {self.format_version}")
         ids = (self.tokenizer.bos_id, self.tokenizer.eos_id, self.tokenizer.pad_id)
         if max(ids) >= self.decoder.vocab_size:
             raise ValueError(f"special token ids {ids} exceed vocab_size {self.decoder.vocab_size}")
@@ -266,6 +309,8 @@ class EngineManifest(_Strict):
     def referenced_files(self) -> list[str]:
         """Every file the manifest names (graphs, tokenizer, plans)."""
         names = [self.tokenizer.file]
+        if self.prompt is not None:
+            names.append(self.prompt.file)
         for graph in self.graphs.values():
             names.append(graph.onnx)
             if graph.torch:

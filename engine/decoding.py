@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.artifact import DecodingDefaults, TokenizerSpec
-from engine.backends.base import StepOutput
+from engine.artifact import DecodingDefaults, EngineArtifact, TokenizerSpec
+from engine.backends.base import EncoderOutput, StepOutput
+from engine.exceptions import ArtifactError
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,82 @@ class TokenRules:
         return cls(
             spec.bos_id, spec.eos_id, spec.pad_id, tuple(never), tuple(spec.section_tokens.values())
         )
+
+
+class FindingPrompt:
+    """The artifact's findings prompt table: each finding's keys/values for each state.
+
+    :meth:`cross` turns the states the engine predicted (indices into the manifest's
+    ``prompt.states``, one per finding) into the prompt part of the decoder's memory.
+    """
+
+    def __init__(self, artifact: EngineArtifact) -> None:
+        manifest = artifact.manifest
+        spec = manifest.prompt
+        if spec is None:
+            raise ArtifactError(f"{artifact.root}: the artifact has no findings prompt")
+        path = artifact.path(spec.file)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                keys = np.asarray(data["keys"], dtype=np.float32)
+                values = np.asarray(data["values"], dtype=np.float32)
+        except (OSError, KeyError, ValueError) as exc:
+            raise ArtifactError(
+                f"{path}: not a findings prompt table ({exc}); re-export the engine",
+                path=spec.file,
+            ) from exc
+        dec = manifest.decoder
+        want = (len(spec.states), dec.num_layers, dec.num_heads, len(manifest.findings),
+                dec.head_dim)
+        if keys.shape != want or values.shape != want:
+            raise ArtifactError(
+                f"{path}: prompt table has shape {keys.shape}/{values.shape}, the manifest "
+                f"needs {want}; re-export the engine",
+                path=spec.file,
+            )
+        self.states = spec.states
+        # [findings, states, layers, heads, head_dim]: one gather picks every finding's row.
+        self._keys = np.ascontiguousarray(keys.transpose(3, 0, 1, 2, 4))
+        self._values = np.ascontiguousarray(values.transpose(3, 0, 1, 2, 4))
+
+    def cross(self, states: NDArray[np.int64]) -> CrossCache:
+        """``states[B, F]`` -> prompt keys and values ``[B, layers, heads, F, head_dim]``."""
+        columns = np.arange(self._keys.shape[0])[None, :]
+        keys = self._keys[columns, states]  # [B, F, layers, heads, head_dim]
+        values = self._values[columns, states]
+        return (
+            np.ascontiguousarray(keys.transpose(0, 2, 3, 1, 4)),
+            np.ascontiguousarray(values.transpose(0, 2, 3, 1, 4)),
+        )
+
+
+def decoder_memory(
+    memory: tuple[str, ...],
+    encoded: EncoderOutput,
+    rows: list[int],
+    prompt: FindingPrompt | None,
+    states: NDArray[np.int64] | None,
+) -> CrossCache:
+    """The decoder's keys/values for the studies ``rows`` of ``encoded``: image tokens and/or
+    the findings prompt, in the order the manifest's ``decoder.memory`` names them."""
+    keys: list[Array] = []
+    values: list[Array] = []
+    for kind in memory:
+        if kind == "image":
+            keys.append(encoded.cross_keys[rows])
+            values.append(encoded.cross_values[rows])
+        else:
+            if prompt is None or states is None:
+                raise ArtifactError("the decoder attends to the findings prompt; none was loaded")
+            k, v = prompt.cross(states[rows])
+            keys.append(k)
+            values.append(v)
+    if len(keys) == 1:
+        return np.ascontiguousarray(keys[0]), np.ascontiguousarray(values[0])
+    return (
+        np.ascontiguousarray(np.concatenate(keys, axis=3)),
+        np.ascontiguousarray(np.concatenate(values, axis=3)),
+    )
 
 
 def _log_softmax(logits: NDArray[np.float64]) -> NDArray[np.float64]:

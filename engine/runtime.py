@@ -21,7 +21,13 @@ from numpy.typing import NDArray
 
 from engine.artifact import EngineArtifact, FindingSpec, load_artifact
 from engine.backends import Backend, create_backend
-from engine.decoding import DecodingConfig, TokenRules, generate
+from engine.decoding import (
+    DecodingConfig,
+    FindingPrompt,
+    TokenRules,
+    decoder_memory,
+    generate,
+)
 from engine.exceptions import (
     ArtifactError,
     EngineOutputError,
@@ -125,6 +131,7 @@ class Engine:
         self.max_batch = max_batch
         self.tokenizer = ReportTokenizer(artifact)
         self.rules = TokenRules.from_spec(artifact.manifest.tokenizer)
+        self.prompt = FindingPrompt(artifact) if artifact.manifest.prompt is not None else None
         limit = artifact.manifest.decoder.max_positions - 1
         if decoding.max_length > limit:
             logger.warning(
@@ -245,6 +252,19 @@ class Engine:
             )
         return tuple(results)
 
+    def prompt_states(self, probs: NDArray[np.float32]) -> NDArray[np.int64]:
+        """The findings prompt of each study: the state its probabilities read as, with the
+        same manifest thresholds that decide the reported findings."""
+        assert self.prompt is not None
+        index = {state: i for i, state in enumerate(self.prompt.states)}
+        specs = self.artifact.manifest.findings
+        states = np.zeros(probs.shape, dtype=np.int64)
+        for row in range(probs.shape[0]):
+            for col, spec in enumerate(specs):
+                p = float(probs[row, col]) if np.isfinite(probs[row, col]) else 0.0
+                states[row, col] = index[presence_of(float(np.clip(p, 0.0, 1.0)), spec)]
+        return states
+
     def _run_batch(self, studies: list[PreparedStudy]) -> list[StudyReport | StudyError]:
         images = np.stack([s.images for s in studies]).astype(np.float32)
         encoded = self.backend.encode(images)
@@ -260,9 +280,12 @@ class Engine:
                 )
             else:
                 good.append(i)
-        cross = (
-            np.ascontiguousarray(encoded.cross_keys[good]),
-            np.ascontiguousarray(encoded.cross_values[good]),
+        cross = decoder_memory(
+            self.artifact.manifest.decoder.memory,
+            encoded,
+            good,
+            self.prompt,
+            self.prompt_states(encoded.probs) if self.prompt is not None else None,
         )
         token_ids = generate(
             self.backend.decode_step, self.backend.empty_cache, cross, self.decoding, self.rules

@@ -1,4 +1,4 @@
-"""The ``training`` command: evaluate predictions, label reports, list datasets.
+"""The ``training`` command: evaluate predictions, label reports, list datasets, train, export.
 
 Each subcommand is one ``_add_<name>(subparsers)`` function that declares its arguments and
 sets ``func``; :data:`SUBCOMMANDS` lists them. Adding a subcommand (``export``) is one more
@@ -185,6 +185,49 @@ def _add_datasets(sub: SubparsersAction) -> None:
     p.set_defaults(func=_cmd_datasets)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.train.loop import train
+    from training.train.recipe import load_recipe
+
+    overrides = list(args.overrides)
+    if args.init_weights is not None:
+        overrides.append(f'model.init_weights="{args.init_weights}"')
+    recipe = load_recipe(args.recipe, overrides)
+    result = train(recipe, resume=args.resume, export=args.export)
+    if result.validation:
+        metrics = result.validation["metrics"]
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/auroc/" not in k)
+        print(f"{recipe.name}: {result.steps} steps; best checkpoint {result.best_checkpoint}"
+              f" (validation: {shown})")
+    if result.artifact is not None:
+        print(f"engine artifact: {result.artifact}")
+    return 0
+
+
+def _add_train(sub: SubparsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train an engine from a recipe (config/training/*.toml)",
+        description="Train an engine from a TOML recipe: unpaired (labeled images + reports "
+        "with a findings prompt) or paired (images with their reports). Writes the effective "
+        "recipe, steps.csv/epochs.csv, TensorBoard logs and checkpoints under run.out_dir, "
+        "ends with a validation of the best checkpoint, and with --export writes it as an "
+        "engine artifact. Launch with torchrun for several GPUs (DDP).",
+    )
+    p.add_argument("recipe", type=Path, help="recipe TOML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="override a recipe key, e.g. optim.lr=1e-4 "
+                   "(TOML value; repeatable)")
+    p.add_argument("--resume", type=Path, default=None,
+                   help="checkpoint to resume from (e.g. RUN/checkpoints/last.pt)")
+    p.add_argument("--export", type=Path, default=None,
+                   help="export the best checkpoint to this new artifact directory")
+    p.add_argument("--init-weights", type=Path, default=None,
+                   help="local weights file for the encoder backbone (same as "
+                   "--set model.init_weights=PATH)")
+    p.set_defaults(func=_cmd_train)
+
+
 def _add_export(sub: SubparsersAction) -> None:
     from training.export import add_export_parser  # torch loads only when an export runs
 
@@ -196,6 +239,7 @@ SUBCOMMANDS: list[Callable[[SubparsersAction], None]] = [
     _add_evaluate,
     _add_label,
     _add_datasets,
+    _add_train,
     _add_export,
 ]
 

@@ -1,8 +1,9 @@
 """Export a trained report model to the engine artifact (:mod:`engine.artifact`).
 
 Writes ``encoder.onnx`` and ``decoder_step.onnx`` (explicit key/value cache in and out), the
-same graphs as ``torch.export`` programs (``*.pt2``) for the PyTorch backend, the tokenizer and
-the manifest with every file's SHA-256. ONNX Runtime is checked against PyTorch on fresh random
+same graphs as ``torch.export`` programs (``*.pt2``) for the PyTorch backend, the tokenizer,
+the findings prompt table (``finding_prompt.npz``) when the decoder attends to the findings,
+and the manifest with every file's SHA-256. ONNX Runtime is checked against PyTorch on fresh random
 input and the largest difference is recorded in the manifest; export fails above the tolerance.
 """
 
@@ -33,6 +34,7 @@ from engine.artifact import (
     FindingSpec,
     GraphSpec,
     InputSpec,
+    PromptSpec,
     TokenizerSpec,
     TrainingSummary,
     utc_now,
@@ -162,6 +164,7 @@ def export_artifact(
     description: str = "",
     tolerance: float = DEFAULT_TOLERANCE,
     seed: int = 0,
+    languages: Sequence[str] = ("es",),
 ) -> EngineArtifact:
     """Write ``model`` and ``tokenizer`` as an engine artifact directory ``out_dir``."""
     import torch
@@ -210,7 +213,11 @@ def export_artifact(
     images = torch.randn(2, config.num_views, spec.height, spec.width, generator=generator)
     encoder_graph, step_graph = EncoderGraph(model), DecoderStepGraph(model)
     with torch.no_grad():
-        _, _, cross_keys, cross_values = encoder_graph(images)
+        memory, probs, _ = model.encode(images)
+        states = (probs >= 0.5).long() * 2  # any states: the graph does not depend on them
+        cross_keys, cross_values = model.decoder_cross(
+            memory, states if model.uses_prompt else None
+        )
     tokens = torch.randint(0, config.vocab_size, (2, 1), generator=generator)
     past = torch.randn(2, dec.num_layers, dec.num_heads, 3, dec.head_dim, generator=generator)
     batch = torch.export.Dim("batch", min=1, max=1024)
@@ -248,6 +255,11 @@ def export_artifact(
             3, config.num_views, spec.height, spec.width, generator=generator
         )
         encoder_out = encoder_graph(check_images)
+        check_memory, check_probs, _ = model.encode(check_images)
+        check_states = torch.randint(0, 3, check_probs.shape, generator=generator)
+        check_cross = model.decoder_cross(
+            check_memory, check_states if model.uses_prompt else None
+        )
         diffs = {
             f"encoder.{k}": v
             for k, v in _max_diffs(
@@ -262,12 +274,12 @@ def export_artifact(
             3, dec.num_layers, dec.num_heads, 5, dec.head_dim, generator=generator
         )
         step_out = step_graph(
-            check_tokens, encoder_out[2], encoder_out[3], check_past, check_past * 0.5
+            check_tokens, check_cross[0], check_cross[1], check_past, check_past * 0.5
         )
         feeds = {
             "tokens": check_tokens.numpy(),
-            "cross_keys": encoder_out[2].numpy(),
-            "cross_values": encoder_out[3].numpy(),
+            "cross_keys": check_cross[0].numpy(),
+            "cross_values": check_cross[1].numpy(),
             "past_keys": check_past.numpy(),
             "past_values": (check_past * 0.5).numpy(),
         }
@@ -288,6 +300,12 @@ def export_artifact(
     logger.info("export check: max |ONNX Runtime - PyTorch| = %.3g", worst)
 
     tokenizer.save(str(out / "tokenizer.json"))
+    prompt = None
+    if model.uses_prompt:
+        with torch.no_grad():
+            table_keys, table_values = model.prompt_table()
+        np.savez(out / "finding_prompt.npz", keys=table_keys.numpy(), values=table_values.numpy())
+        prompt = PromptSpec(file="finding_prompt.npz")
     specs = finding_specs(findings, thresholds)
     manifest = EngineManifest(
         format_version=FORMAT_VERSION,
@@ -300,7 +318,7 @@ def export_artifact(
         training=training or TrainingSummary(config=config.to_dict()),
         input=spec,
         findings=specs,
-        languages=("es",),
+        languages=tuple(languages),
         tokenizer=TokenizerSpec(
             file="tokenizer.json",
             bos_id=token_id(tokenizer, BOS),
@@ -319,7 +337,9 @@ def export_artifact(
             vocab_size=config.vocab_size,
             memory_tokens=int(cross_keys.shape[3]),
             max_positions=config.max_positions,
+            memory=config.decoder_memory,  # type: ignore[arg-type]  # validated by pydantic
         ),
+        prompt=prompt,
         graphs={
             ENCODER_GRAPH: GraphSpec(
                 onnx="encoder.onnx",
@@ -398,6 +418,8 @@ def run(args: argparse.Namespace) -> int:
         k: (float(v[0]), float(v[1])) for k, v in dict(checkpoint.get("thresholds", {})).items()
     }
     training = TrainingSummary.model_validate(json.loads(checkpoint.get("training", "{}")))
+    # The report language the run trained on (``training train`` records its recipe).
+    language = training.config.get("recipe", {}).get("text", {}).get("language", "es")
     export_artifact(
         model,
         tokenizer,
@@ -409,6 +431,7 @@ def run(args: argparse.Namespace) -> int:
         training=training,
         purpose=args.purpose,
         tolerance=args.tolerance,
+        languages=(language,),
     )
     print(args.out)
     return 0

@@ -1,6 +1,11 @@
-"""The chest radiograph report model: CNN encoder, finding head, box head, text decoder.
+"""The chest radiograph report model: image encoder, finding head, box head, text decoder.
 
-``create_model("cxr_tiny", num_findings=..., num_locatable=..., vocab_size=...)``.
+``create_model("cxr_tiny", num_findings=..., num_locatable=..., vocab_size=...)``; ``encoder``
+picks the image encoder by name (:mod:`training.models.encoder`). ``decoder_memory`` says what
+the decoder attends to: the image tokens, the *findings prompt* (one token per finding, its
+embedding plus the embedding of its state absent/uncertain/present, as PromptMRG's diagnosis
+prompts), or both. The unpaired recipe trains a findings-only decoder on reports; at inference
+the predicted findings form the prompt.
 """
 
 from __future__ import annotations
@@ -11,9 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.artifact import PROMPT_STATES
 from training.models.decoder import TextDecoder
-from training.models.encoder import ConvEncoder
+from training.models.encoder import create_encoder
 from training.models.registry import register_model
+
+#: What the decoder may attend to, in memory order.
+MEMORY_KINDS: tuple[str, ...] = ("image", "findings")
 
 
 @dataclass(frozen=True)
@@ -30,8 +39,17 @@ class CXRModelConfig:
     ffn_dim: int = 1024
     max_positions: int = 128
     dropout: float = 0.1
+    encoder: str = "cnn"
+    decoder_memory: tuple[str, ...] = ("image",)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "decoder_memory", tuple(self.decoder_memory))
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if not self.decoder_memory or not set(self.decoder_memory) <= set(MEMORY_KINDS):
+            raise ValueError(
+                f"CXRModelConfig.decoder_memory must be a non-empty subset of {MEMORY_KINDS}, "
+                f"got {self.decoder_memory}"
+            )
         for name in ("num_findings", "vocab_size", "image_size", "num_views", "d_model"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"CXRModelConfig.{name} must be positive")
@@ -52,7 +70,12 @@ class CXRReportModel(nn.Module):
     def __init__(self, config: CXRModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = ConvEncoder(config.image_size, config.channels, config.d_model)
+        self.encoder = create_encoder(
+            config.encoder,
+            image_size=config.image_size,
+            d_model=config.d_model,
+            channels=config.channels,
+        )
         self.view_embed = nn.Parameter(torch.zeros(config.num_views, 1, config.d_model))
         self.norm = nn.LayerNorm(config.d_model)
         self.finding_head = nn.Linear(config.d_model, config.num_findings)
@@ -66,28 +89,97 @@ class CXRReportModel(nn.Module):
             config.max_positions,
             config.dropout,
         )
+        # CLIP-style heads for image-report alignment on paired data (training only).
+        self.image_proj = nn.Linear(config.d_model, config.d_model)
+        self.text_proj = nn.Linear(config.d_model, config.d_model)
+        if "findings" in config.decoder_memory:
+            self.finding_embed = nn.Parameter(torch.zeros(config.num_findings, config.d_model))
+            nn.init.trunc_normal_(self.finding_embed, std=0.02)
+            self.state_embed = nn.Embedding(len(PROMPT_STATES), config.d_model)
+            self.prompt_norm = nn.LayerNorm(config.d_model)
+
+    @property
+    def uses_image_memory(self) -> bool:
+        return "image" in self.config.decoder_memory
+
+    @property
+    def uses_prompt(self) -> bool:
+        return "findings" in self.config.decoder_memory
+
+    def prompt_memory(self, states: torch.Tensor) -> torch.Tensor:
+        """``states[B, F]`` (indices into :data:`PROMPT_STATES`) -> prompt tokens ``[B, F, D]``.
+
+        Each token depends on its own finding and state only, so the artifact stores the keys
+        and values of every (finding, state) pair as a table instead of a graph.
+        """
+        if not self.uses_prompt:
+            raise ValueError("this model's decoder does not attend to a findings prompt")
+        return self.prompt_norm(self.finding_embed.unsqueeze(0) + self.state_embed(states))
+
+    def decoder_cross(
+        self, memory: torch.Tensor | None, states: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys/values the decoder attends to: image tokens, then prompt tokens, as
+        ``decoder_memory`` says. Report-only samples (no image) need a prompt-only decoder."""
+        parts = []
+        if self.uses_image_memory:
+            if memory is None:
+                raise ValueError("the decoder attends to image tokens; pass images")
+            parts.append(memory)
+        if self.uses_prompt:
+            if states is None:
+                raise ValueError("the decoder attends to the findings prompt; pass states")
+            parts.append(self.prompt_memory(states))
+        return self.decoder.cross_cache(torch.cat(parts, dim=1))
+
+    def prompt_table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of every prompt token: ``[states, layers, heads, F, head_dim]``."""
+        f = self.config.num_findings
+        rows = [torch.full((1, f), i, dtype=torch.long) for i in range(len(PROMPT_STATES))]
+        pairs = [self.decoder.cross_cache(self.prompt_memory(r.to(self.finding_embed.device)))
+                 for r in rows]
+        return torch.cat([k for k, _ in pairs]), torch.cat([v for _, v in pairs])
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images -> image memory, finding probabilities, boxes (what the artifact serves)."""
+        memory, logits, boxes, _ = self.finding_logits(images)
+        return memory, torch.sigmoid(logits), boxes
+
+    def finding_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Training pass of the encoder: memory, finding logits, boxes, pooled embedding."""
         b, v, h, w = images.shape
         tokens = self.encoder(images.reshape(b * v, 1, h, w))
         tokens = tokens.reshape(b, v, -1, tokens.shape[-1]) + self.view_embed.unsqueeze(0)
         memory = self.norm(tokens.reshape(b, -1, tokens.shape[-1]))
         pooled = memory.mean(dim=1)
-        probs = torch.sigmoid(self.finding_head(pooled))
         frontal = memory[:, : tokens.shape[2]].mean(dim=1)
         raw = torch.sigmoid(self.box_head(frontal)).reshape(b, -1, 4)
         centre, size = raw[..., :2], raw[..., 2:] * 0.9 + 0.05
         boxes = torch.cat([(centre - size / 2).clamp(0, 1), (centre + size / 2).clamp(0, 1)], -1)
-        return memory, probs, boxes[:, : self.config.num_locatable]
+        return memory, self.finding_head(pooled), boxes[:, : self.config.num_locatable], pooled
+
+    def text_embedding(self, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+        """Mean of the report's token embeddings (padding left out), projected: the text side
+        of the contrastive objective."""
+        keep = (tokens != pad_id).unsqueeze(-1).to(self.decoder.embed.weight.dtype)
+        summed = (self.decoder.embed(tokens) * keep).sum(dim=1)
+        return self.text_proj(summed / keep.sum(dim=1).clamp(min=1.0))
+
+    def decode_teacher_forced(
+        self, tokens: torch.Tensor, memory: torch.Tensor | None, states: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Logits ``[B, T, V]`` of every position of ``tokens`` (training)."""
+        cross_keys, cross_values = self.decoder_cross(memory, states)
+        empty = self.decoder.empty_cache(tokens.shape[0], tokens.device)
+        logits, _, _ = self.decoder(tokens, cross_keys, cross_values, empty, empty)
+        return logits
 
     def forward(
-        self, images: torch.Tensor, tokens: torch.Tensor
+        self, images: torch.Tensor, tokens: torch.Tensor, states: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Teacher-forced pass for training: probabilities, boxes, logits ``[B, T, V]``."""
+        """Teacher-forced pass: probabilities, boxes, logits ``[B, T, V]``."""
         memory, probs, boxes = self.encode(images)
-        empty = self.decoder.empty_cache(images.shape[0], images.device)
-        logits, _, _ = self.decoder(tokens, *self.decoder.cross_cache(memory), empty, empty)
-        return probs, boxes, logits
+        return probs, boxes, self.decode_teacher_forced(tokens, memory, states)
 
 
 class EncoderGraph(nn.Module):
@@ -128,8 +220,6 @@ class DecoderStepGraph(nn.Module):
 
 def _build(defaults: dict[str, Any], kwargs: dict[str, Any]) -> CXRReportModel:
     merged = {**defaults, **kwargs}
-    if "channels" in merged:
-        merged["channels"] = tuple(merged["channels"])
     return CXRReportModel(CXRModelConfig(**merged))
 
 

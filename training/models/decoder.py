@@ -114,6 +114,10 @@ class TextDecoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         self.lm_head.weight = self.embed.weight  # tied: fewer parameters, better small-data fit
+        # Small embeddings (GPT-2's 0.02): with the tied head, N(0, 1) would start the logits
+        # at a standard deviation of sqrt(d_model) and the loss far above log(vocab).
+        nn.init.normal_(self.embed.weight, std=0.02)
+        nn.init.normal_(self.pos.weight, std=0.02)
 
     def empty_cache(self, batch: int, device: torch.device | None = None) -> torch.Tensor:
         return torch.zeros(batch, self.num_layers, self.num_heads, 0, self.head_dim, device=device)

@@ -1,0 +1,108 @@
+"""Checkpoints: RNG states for an exact resume, seeding, loading a trained checkpoint's
+matching tensors (transfer), and exporting a checkpoint to an engine artifact."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.artifact import TrainingSummary
+from training.exceptions import TrainingError
+from training.models.cxr_report import CXRReportModel
+from training.train.recipe import Recipe
+
+logger = logging.getLogger(__name__)
+
+#: Bumped when the checkpoint layout changes; ``--resume`` refuses other versions.
+CHECKPOINT_VERSION = 1
+
+
+def rng_state() -> dict[str, Any]:
+    # Tensors and plain values only, so checkpoints load with ``weights_only=True``.
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [
+            name,
+            torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_matching(model: nn.Module, path: Path) -> list[str]:
+    """Load every tensor of a training checkpoint whose name and shape match ``model``'s;
+    returns the names loaded."""
+    if not Path(path).is_file():
+        raise TrainingError(f"{path}: model.init_checkpoint not found")
+    source = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    own = model.state_dict()
+    matching = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise TrainingError(f"{path}: no tensor matches this model; is it a report model?")
+    model.load_state_dict(matching, strict=False)
+    logger.info(
+        "init checkpoint %s: %d of %d tensors loaded (%d kept fresh)",
+        path,
+        len(matching),
+        len(own),
+        len(own) - len(matching),
+    )
+    return sorted(matching)
+
+
+def export_checkpoint(checkpoint: Path, out: Path, recipe: Recipe) -> Path:
+    """Export a trained checkpoint with the recipe's export settings (parity checked)."""
+    from tokenizers import Tokenizer
+
+    from training.export import export_artifact
+    from training.findings import get_finding
+    from training.models.registry import create_model
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = create_model(state["model_name"], **state["model_config"])
+    assert isinstance(model, CXRReportModel)
+    model.load_state_dict(state["state_dict"])
+    thresholds = {k: (float(v[0]), float(v[1])) for k, v in state["thresholds"].items()}
+    export_artifact(
+        model,
+        Tokenizer.from_str(state["tokenizer"]),
+        out,
+        name=recipe.export.name,
+        version=recipe.export.version,
+        findings=[get_finding(k) for k in state["finding_keys"]],
+        thresholds=thresholds,
+        training=TrainingSummary.model_validate_json(state["training"]),
+        purpose=recipe.export.purpose,
+        description=f"{recipe.path} recipe {recipe.name}",
+        tolerance=recipe.export.tolerance,
+        languages=(recipe.text.language,),
+    )
+    return out
