@@ -46,6 +46,7 @@ from engine.exceptions import (
     IncompatibleArtifactError,
     ManifestError,
 )
+from engine.gate import GateSpec
 from engine.result import EngineIdentity, FindingCode
 
 logger = logging.getLogger(__name__)
@@ -268,6 +269,8 @@ class EngineManifest(_Strict):
     #: Which writer gives the report its text: the decoder's ("neural", always checked
     #: against the coded findings) or the deterministic one ("structured"), see engine.writers.
     report_writer: Literal["structured", "neural"] = "neural"
+    #: What the engine accepts (engine.gate); manifests without it get the defaults.
+    gate: GateSpec = Field(default_factory=GateSpec)
     export: ExportInfo = Field(default_factory=ExportInfo)
     #: Relative path -> SHA-256 hex digest of every file in the artifact but the manifest.
     files: dict[str, str] = Field(default_factory=dict)

@@ -31,10 +31,12 @@ from engine.decoding import (
 from engine.exceptions import (
     ArtifactError,
     EngineOutputError,
+    NotReportableError,
     NoUsableImageError,
     PixelDecodeError,
     StudyError,
 )
+from engine.gate import check_study_headers, refusal_summary
 from engine.preprocessing import (
     PreparedImage,
     prepare_dataset,
@@ -153,7 +155,16 @@ class Engine:
     def prepare_study(self, datasets: Sequence[Dataset]) -> PreparedStudy:
         """Choose views and preprocess them; raises a :class:`StudyError` naming the study."""
         spec = self.artifact.manifest.input
-        selection = select_views(datasets)
+        # The gate judges images only: other objects of the study (SRs, presentation states)
+        # are no reason to refuse it, and a study without any image fails in select_views.
+        images = [ds for ds in datasets if "PixelData" in ds or "FloatPixelData" in ds]
+        accepted, decisions = check_study_headers(images, self.artifact.manifest.gate)
+        if images and not accepted:
+            study = str(getattr(images[0], "StudyInstanceUID", "") or "")
+            raise NotReportableError(
+                f"study {study}: {refusal_summary(decisions)}", study_instance_uid=study
+            )
+        selection = select_views(accepted or list(datasets))
         frontal_ds = selection.frontal
         study_uid = str(getattr(frontal_ds, "StudyInstanceUID", "") or "")
         if not study_uid:

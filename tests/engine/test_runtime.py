@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,13 @@ from pydicom.dataset import Dataset
 from engine.artifact import EngineArtifact
 from engine.backends.base import Backend, EncoderOutput, StepOutput
 from engine.decoding import generate
-from engine.exceptions import EngineOutputError, NoUsableImageError, PixelDecodeError, StudyError
+from engine.exceptions import (
+    EngineOutputError,
+    NotReportableError,
+    NoUsableImageError,
+    PixelDecodeError,
+    StudyError,
+)
 from engine.result import StudyReport
 from engine.runtime import Engine, create_engine
 from engine.writers import write_structured
@@ -71,8 +78,10 @@ def test_text_is_only_what_the_decoder_produced(
         assert "contradicted" in report.writer_reason
         assert report.sections == write_structured(
             report.findings,
-            bands={f.key: (f.threshold_absent, f.threshold_present)
-                   for f in ort_engine.artifact.manifest.findings},
+            bands={
+                f.key: (f.threshold_absent, f.threshold_present)
+                for f in ort_engine.artifact.manifest.findings
+            },
         )
         return
     assert report.writer == "neural"
@@ -176,8 +185,12 @@ def test_frontal_and_lateral_model(
     assert artifact.manifest.input.views == ("frontal", "lateral")
     engine = create_engine(artifact, "onnxruntime", allow_test_artifact=True)
     frontal = real_datasets["rg1_chest_cr_uncompressed.dcm"]
-    lateral = copy.deepcopy(real_datasets["highdicom_dx_canine_thorax.dcm"])
+    # A stand-in lateral: another real chest image labelled LL (the canine lateral, being no
+    # human chest radiograph, is refused by the gate).
+    lateral = copy.deepcopy(real_datasets["siim_chest_cr_jpeg_baseline.dcm"])
     lateral.StudyInstanceUID = frontal.StudyInstanceUID
+    lateral.ViewPosition = "LL"
+    lateral.SeriesDescription = "lateral"
     both = engine.prepare_study([lateral, frontal])
     assert both.source_sop_instance_uids == (frontal.SOPInstanceUID, lateral.SOPInstanceUID)
     assert not np.array_equal(both.images[0], both.images[1])
@@ -186,3 +199,42 @@ def test_frontal_and_lateral_model(
     reports = engine.report_studies([[lateral, frontal], [frontal]])
     assert reports[0].source_sop_instance_uids == both.source_sop_instance_uids
     assert reports[1].source_sop_instance_uids == (frontal.SOPInstanceUID,)
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "expected"),
+    [
+        ("highdicom_dx_canine_thorax.dcm", {}, "pixels"),
+        ("rg1_chest_cr_uncompressed.dcm", {"Modality": "CT"}, "Modality CT"),
+        ("siim_chest_cr_jpeg_baseline.dcm", {"BodyPartExamined": "HAND"}, "HAND"),
+        ("siim_chest_cr_jpeg_baseline.dcm", {"PatientAge": "004Y"}, "patient age"),
+    ],
+)
+def test_the_gate_makes_a_study_not_reportable(
+    ort_engine: Engine,
+    real_datasets: dict[str, Dataset],
+    name: str,
+    change: dict[str, str],
+    expected: str,
+) -> None:
+    ds = copy.deepcopy(real_datasets[name])
+    for keyword, value in change.items():
+        setattr(ds, keyword, value)
+    with pytest.raises(NotReportableError, match=expected):
+        ort_engine.prepare_study([ds])
+
+
+def test_the_gate_thresholds_come_from_the_manifest(
+    tiny_artifact: EngineArtifact, real_datasets: dict[str, Dataset]
+) -> None:
+    manifest = tiny_artifact.manifest
+    assert manifest.gate.min_matrix == 256  # older manifests get the defaults
+    relaxed = manifest.model_copy(
+        update={"gate": manifest.gate.model_copy(update={"min_patient_age_years": None})}
+    )
+    engine = create_engine(
+        replace(tiny_artifact, manifest=relaxed), "onnxruntime", allow_test_artifact=True
+    )
+    ds = copy.deepcopy(real_datasets["siim_chest_cr_jpeg_baseline.dcm"])
+    ds.PatientAge = "004Y"
+    assert engine.prepare_study([ds]).source_sop_instance_uids == (ds.SOPInstanceUID,)
