@@ -187,6 +187,22 @@ def _cmd_requeue(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_show(config: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dicomnode.show import collect, print_view
+
+    engine = create_db_engine(config.node.effective_database_url)
+    try:
+        check_schema(engine)
+        with session_scope(create_session_factory(engine)) as session:
+            view = collect(session, Path(config.node.data_dir).resolve(), args.study_uid)
+    finally:
+        engine.dispose()
+    print_view(view, as_json=args.json)
+    return 0
+
+
 def _cmd_migrate(config: Config, args: argparse.Namespace) -> int:
     migrate_database(config.node.effective_database_url)
     print("database schema is up to date")
@@ -528,6 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_requeue.add_argument("study_uids", nargs="*", metavar="STUDY_UID")
     p_requeue.add_argument("--failed", action="store_true", help="every failed study")
+    p_show = sub.add_parser(
+        "show", help="print the current report the node wrote for a study, or why there is none"
+    )
+    p_show.add_argument("study_uid", metavar="STUDY_UID")
+    p_show.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("config", help="validate and print the effective configuration")
     p_echo = sub.add_parser("echo", help="C-ECHO a DICOM peer (check a destination)")
     p_echo.add_argument("host")
@@ -545,6 +566,7 @@ COMMANDS = {
     "requeue": _cmd_requeue,
     "migrate": _cmd_migrate,
     "status": _cmd_status,
+    "show": _cmd_show,
     "config": _cmd_config,
     "echo": _cmd_echo,
 }
