@@ -49,6 +49,8 @@ def _configure_logging(level: str) -> None:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        # highdicom narrates every module it copies into a report at INFO.
+        logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 
 def _serve_engine(config: Config) -> Any:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pydicom
+import pydicom.config
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import BasicTextSRStorage, Comprehensive3DSRStorage, EnhancedSRStorage
@@ -173,8 +175,24 @@ class StudyReportView:
         }
 
 
+@contextmanager
+def _quiet_reading() -> Iterator[None]:
+    # Read back as written: pydicom's per-value warnings are for the writer, not this reader.
+    mode = pydicom.config.settings.reading_validation_mode
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        pydicom.config.settings.reading_validation_mode = mode
+
+
 def collect(session: Session, data_dir: Path, study_uid: str) -> StudyReportView:
     """The study's state and its current report (if any), read from the database and files."""
+    with _quiet_reading():
+        return _collect(session, data_dir, study_uid)
+
+
+def _collect(session: Session, data_dir: Path, study_uid: str) -> StudyReportView:
     study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
     if study is None:
         raise DicomNodeError(
@@ -186,6 +204,7 @@ def collect(session: Session, data_dir: Path, study_uid: str) -> StudyReportView
     view = StudyReportView(study_uid, study.state, study.error, study.instance_count)
     files = sr_documents(data_dir, study_uid, [r.path for r in rows])
     documents = {uid: pydicom.dcmread(path) for uid, path in files.items()}
+
     current = current_documents(documents)
     narrative = next((ds for ds in current if ds.SOPClassUID in _NARRATIVE_CLASSES), None)
     measurements = next(
