@@ -52,7 +52,10 @@ def test_show_prints_the_newest_draft_not_the_replaced_one(
     config = tmp_path / "node.toml"
     config.write_text(f'[node]\ndata_dir = "{node.data_dir}"\n')
     # Another engine (other weights, so other output UIDs), then the study reported again.
-    newer = create_engine(tiny_artifact_factory(seed=1), "onnxruntime", allow_test_artifact=True)
+    # (Seed 1 with two views is exported for the runtime's tests already: built once.)
+    newer = create_engine(
+        tiny_artifact_factory(seed=1, num_views=2), "onnxruntime", allow_test_artifact=True
+    )
     assert main(["--config", str(config), "requeue", study_uid]) == 0
     capsys.readouterr()
     worker = ReportingWorker(node.config, node.sessions, newer, worker_id="w2")
