@@ -393,7 +393,8 @@ def mark_stable_studies(
     """Advance quiet studies one step: STABLE ones (marked by an earlier call) to QUEUED or
     IGNORED, then RECEIVED ones quiet for ``window`` to STABLE.
 
-    A study so stays ``stable`` for one check interval, visible in ``dicomnode status``.
+    Called once, a study stays ``stable`` until the next call; the scheduler's check at the
+    end of a study's window calls it twice in one transaction, so the study is queued at once.
     Returns ``(study_uid, new_state)`` for each study moved. Idempotent, and driven only by
     the database, so it resumes correctly after a restart.
     """
