@@ -22,6 +22,7 @@ from dicomnode.db import (
     InstanceVersion,
     QuarantineEntry,
     Study,
+    StudyState,
     WorkerRecord,
     check_schema,
     create_db_engine,
@@ -32,6 +33,7 @@ from dicomnode.db import (
 )
 from dicomnode.exceptions import DicomNodeError
 from dicomnode.studies import count_by_state
+from dicomnode.wakeups import QUEUED_CHANNEL, REPORTED_CHANNEL, notify
 from engine.exceptions import EngineError
 
 logger = logging.getLogger(__name__)
@@ -47,12 +49,31 @@ def _configure_logging(level: str) -> None:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        # highdicom narrates every module it copies into a report at INFO.
+        logging.getLogger("highdicom").setLevel(logging.WARNING)
+
+
+def _serve_engine(config: Config) -> Any:
+    """The engine ``serve`` runs in its own worker thread, or ``None`` (said once, why)."""
+    if config.engine.artifact is None:
+        logger.warning(
+            "no engine configured (engine.artifact is not set): studies are received and "
+            "queued, and reported once an engine is configured"
+        )
+        return None
+    if not config.worker.in_serve:
+        logger.info(
+            "worker.in_serve = false: queued studies are reported by `dicomnode worker` units"
+        )
+        return None
+    return _configured_engine(config)
 
 
 def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from dicomnode.server import ReceivingNode
 
-    node = ReceivingNode(config)
+    engine = _serve_engine(config)
+    node = ReceivingNode(config, engine)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:
@@ -62,9 +83,15 @@ def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     node.start()
+    reporting = (
+        f"reporting with {engine.identity.name} {engine.identity.version}"
+        if engine is not None
+        else "not reporting (no engine in this process)"
+    )
     print(
         f"dicomnode {__version__}: {config.node.ae_title} listening on "
-        f"{config.node.bind_address}:{node.port} (data in {node.data_dir}); Ctrl-C stops",
+        f"{config.node.bind_address}:{node.port} (data in {node.data_dir}), {reporting}; "
+        "Ctrl-C stops",
         flush=True,
     )
     try:
@@ -94,9 +121,8 @@ def _cmd_worker(config: Config, args: argparse.Namespace) -> int:
     engine = _configured_engine(config)
     db_engine = create_db_engine(config.node.effective_database_url)
     worker = ReportingWorker(config, create_session_factory(db_engine), engine)
-    stop = worker.stop
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.request_stop())
     print(
         f"worker {worker.worker_id} running engine {engine.identity.name} "
         f"{engine.identity.version}; Ctrl-C stops",
@@ -105,7 +131,7 @@ def _cmd_worker(config: Config, args: argparse.Namespace) -> int:
     try:
         # A database that is down at start-up is waited for, like an outage later on.
         if worker.wait_for_database(db_engine):
-            worker.run(stop, poll_seconds=args.poll)
+            worker.run(poll_seconds=args.poll or config.worker.poll_seconds)
     finally:
         db_engine.dispose()
     return 0
@@ -127,6 +153,8 @@ def _cmd_retry(config: Config, args: argparse.Namespace) -> int:
         check_schema(engine)
         with session_scope(create_session_factory(engine)) as session:
             result = retry_deliveries(session, args.ids)
+            if result.queued:
+                notify(session, REPORTED_CHANNEL)
     finally:
         engine.dispose()
     for row_id, reason in sorted(result.skipped.items()):
@@ -148,11 +176,32 @@ def _cmd_requeue(config: Config, args: argparse.Namespace) -> int:
         check_schema(engine)
         with session_scope(create_session_factory(engine)) as session:
             uids = requeue_studies(session, args.study_uids, all_failed=args.failed)
+            if uids:
+                notify(session, QUEUED_CHANNEL)
     finally:
         engine.dispose()
     for uid in uids:
         print(f"requeued {uid}")
-    print(f"{len(uids)} study(ies) queued again; a running worker reports them on its next poll")
+    print(
+        f"{len(uids)} study(ies) queued again; a running worker reports them now (PostgreSQL) "
+        "or on its next poll"
+    )
+    return 0
+
+
+def _cmd_show(config: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dicomnode.show import collect, print_view
+
+    engine = create_db_engine(config.node.effective_database_url)
+    try:
+        check_schema(engine)
+        with session_scope(create_session_factory(engine)) as session:
+            view = collect(session, Path(config.node.data_dir).resolve(), args.study_uid)
+    finally:
+        engine.dispose()
+    print_view(view, as_json=args.json)
     return 0
 
 
@@ -207,6 +256,12 @@ def _collect_status(config: Config, limit: int = 20) -> dict[str, Any]:
                 .where(Delivery.state == DeliveryState.PENDING, Delivery.claimed_by.is_not(None))
                 .order_by(Delivery.next_attempt_at)
             ).all()
+            not_reportable = session.scalars(
+                select(Study)
+                .where(Study.state == StudyState.NOT_REPORTABLE)
+                .order_by(Study.state_changed_at.desc())
+                .limit(limit)
+            ).all()
             workers = session.scalars(
                 select(WorkerRecord).order_by(WorkerRecord.last_seen_at.desc()).limit(20)
             ).all()
@@ -249,6 +304,17 @@ def _collect_status(config: Config, limit: int = 20) -> dict[str, Any]:
                     for s in requeued
                 ],
                 "deliveries": deliveries,
+                "not_reportable_studies": [
+                    {
+                        "study_instance_uid": s.study_instance_uid,
+                        "accession_number": s.accession_number,
+                        "calling_ae_title": s.calling_ae_title,
+                        "instances": s.instance_count,
+                        "at": s.state_changed_at.isoformat(),
+                        "reason": s.error,
+                    }
+                    for s in not_reportable
+                ],
                 "recent_studies": [
                     {
                         "study_instance_uid": s.study_instance_uid,
@@ -347,7 +413,14 @@ def _cmd_status(config: Config, args: argparse.Namespace) -> int:
     if status["recent_studies"]:
         print("recent studies:")
         for s in status["recent_studies"]:
-            print(f"  {s['study_instance_uid']}  {s['state']:<9} {s['instances']:>3} instance(s)")
+            print(f"  {s['study_instance_uid']}  {s['state']:<14} {s['instances']:>3} instance(s)")
+    if status["not_reportable_studies"]:
+        print("not reportable (not what the engine was made for; no report, read them as usual):")
+        for s in status["not_reportable_studies"]:
+            print(
+                f"  {s['study_instance_uid']}  {s['at'][:19]} from {s['calling_ae_title'] or '?'}"
+                f": {s['reason']}"
+            )
     if status["quarantine"]:
         print(
             f"quarantine (latest {len(status['quarantine'])}, files under "
@@ -446,7 +519,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("serve", help="run the DICOM listener and the scheduler until stopped")
     p_worker = sub.add_parser("worker", help="report queued studies with the configured engine")
-    p_worker.add_argument("--poll", type=float, default=2.0, help="seconds between idle polls")
+    p_worker.add_argument(
+        "--poll",
+        type=float,
+        default=None,
+        help="seconds between idle polls, the safety net behind wake-ups (default: "
+        "worker.poll_seconds)",
+    )
     p_report = sub.add_parser(
         "report",
         help="run the configured engine on DICOM files and print the Spanish draft (no PACS)",
@@ -467,6 +546,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_requeue.add_argument("study_uids", nargs="*", metavar="STUDY_UID")
     p_requeue.add_argument("--failed", action="store_true", help="every failed study")
+    p_show = sub.add_parser(
+        "show", help="print the current report the node wrote for a study, or why there is none"
+    )
+    p_show.add_argument("study_uid", metavar="STUDY_UID")
+    p_show.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("config", help="validate and print the effective configuration")
     p_echo = sub.add_parser("echo", help="C-ECHO a DICOM peer (check a destination)")
     p_echo.add_argument("host")
@@ -484,6 +568,7 @@ COMMANDS = {
     "requeue": _cmd_requeue,
     "migrate": _cmd_migrate,
     "status": _cmd_status,
+    "show": _cmd_show,
     "config": _cmd_config,
     "echo": _cmd_echo,
 }

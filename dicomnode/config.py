@@ -263,10 +263,15 @@ class EngineConfig(_Section):
 
 
 class WorkerConfig(_Section):
-    """How a reporting worker waits out a database it cannot reach."""
+    """Where reporting workers run, and how they wait (for work, for a database outage)."""
 
     db_retry_initial_seconds: float = Field(default=1.0, gt=0)
     db_retry_max_seconds: float = Field(default=30.0, gt=0)
+    # `dicomnode serve` also runs one worker in a thread when engine.artifact is set; false
+    # for deployments that run `dicomnode worker` units (several workers, GPUs, PostgreSQL).
+    in_serve: bool = True
+    # An idle worker is woken when studies are queued; this poll is only the safety net.
+    poll_seconds: float = Field(default=2.0, gt=0)
 
 
 class ReportConfig(_Section):

@@ -82,6 +82,9 @@ class StudyState(enum.StrEnum):
     REPORTING = "reporting"  # a worker holds the lease
     REPORTED = "reported"  # report objects written, deliveries queued
     FAILED = "failed"  # the engine could not report it; see Study.error
+    # The engine was not made for it (its gate refused the images, no frontal chest image);
+    # no report is written, the reason is in Study.error. Not a failure: read it as usual.
+    NOT_REPORTABLE = "not_reportable"
 
 
 class DeliveryState(enum.StrEnum):

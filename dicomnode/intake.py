@@ -360,6 +360,9 @@ class IntakeContext:
     config: Config
     spool: Spool
     sessions: sessionmaker[Session]
+    # Called with the Study Instance UID after an instance (or a new version) is committed:
+    # the node schedules the study's stability check for the end of its window.
+    on_recorded: Callable[[str], None] | None = None
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -589,6 +592,8 @@ def _store_and_record(
         return OUT_OF_RESOURCES_DATABASE
     if outcome == "refused":
         return CHANGED_INSTANCE_REFUSED
+    if outcome in ("new", "replaced") and ctx.on_recorded is not None:
+        ctx.on_recorded(received.study_uid)
     logger.info(
         "stored %s (study %s, %s, rule %s) from %s%s",
         sop_uid,

@@ -1,6 +1,7 @@
 """Retention: remove studies that are finished once they are older than ``retention.keep_days``.
 
-Finished means ignored (no rule matched), or reported with every delivery delivered. Failed
+Finished means ignored (no rule matched), not reportable (the engine's gate refused it), or
+reported with every delivery delivered. Failed
 studies and deliveries that need attention are kept until a person acts on them. Files are
 removed before rows, so an interrupted purge leaves rows that the next run finishes, never
 files without rows that start-up reconciliation would take for new instances.
@@ -35,7 +36,9 @@ logger = logging.getLogger(__name__)
 def expired_studies(session: Session, keep: timedelta, now: datetime) -> list[int]:
     candidates = session.scalars(
         select(Study).where(
-            Study.state.in_([StudyState.IGNORED, StudyState.REPORTED]),
+            Study.state.in_(
+                [StudyState.IGNORED, StudyState.NOT_REPORTABLE, StudyState.REPORTED]
+            ),
             Study.state_changed_at < now - keep,
         )
     ).all()

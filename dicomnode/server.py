@@ -1,9 +1,11 @@
-"""The receiving node: a pynetdicom Storage SCP over the spool and database, plus its scheduler."""
+"""The receiving node: a pynetdicom Storage SCP over the spool and database, plus its scheduler
+and, given an engine, one reporting worker in a thread (``dicomnode serve`` out of the box)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,6 +22,7 @@ from dicomnode.db import (
     create_db_engine,
     create_session_factory,
     migrate_database,
+    utcnow,
 )
 from dicomnode.exceptions import DicomNodeError
 from dicomnode.guard import (
@@ -35,8 +38,10 @@ from dicomnode.handlers import (
 )
 from dicomnode.intake import IntakeContext
 from dicomnode.recovery import reconcile_spool
-from dicomnode.scheduler import create_scheduler
+from dicomnode.scheduler import create_scheduler, run_job_now, schedule_stability_check
 from dicomnode.spool import DataDirLock, Spool
+from dicomnode.wakeups import REPORTED_CHANNEL, NotificationListener, is_postgresql
+from dicomnode.worker import ReportEngine, ReportingWorker
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +95,20 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         super().shutdown()
 
 
-class ReceivingNode:
-    """The listener with everything it needs; :meth:`start` returns once it is accepting."""
+# A study's one-off stability check runs this long after its window, so the database's
+# "last instance at or before now minus the window" holds despite clock granularity.
+_STABILITY_SLACK = timedelta(milliseconds=20)
 
-    def __init__(self, config: Config) -> None:
+
+class ReceivingNode:
+    """The listener with everything it needs; :meth:`start` returns once it is accepting.
+
+    Given an ``engine``, the node also runs one :class:`ReportingWorker` in a thread: each step
+    wakes the next (a study is checked when its window ends, queued studies wake the worker,
+    a written report runs the delivery job), the scheduler's intervals being the safety net.
+    """
+
+    def __init__(self, config: Config, engine: ReportEngine | None = None) -> None:
         if not isinstance(config, Config):
             raise TypeError("config must be a dicomnode.config.Config")
         self.config = config
@@ -101,7 +116,16 @@ class ReceivingNode:
         self.spool = Spool(self.data_dir / "spool")
         self.db_engine = create_db_engine(config.node.effective_database_url)
         self.sessions = create_session_factory(self.db_engine)
-        self.scheduler = create_scheduler(config, self.sessions, self.spool, self.data_dir)
+        self.worker = (
+            None if engine is None else ReportingWorker(config, self.sessions, engine)
+        )
+        self.scheduler = create_scheduler(
+            config, self.sessions, self.spool, self.data_dir, on_queued=self._studies_queued
+        )
+        if self.worker is not None:
+            self.worker.on_reported = self._report_written
+        self._worker_thread: threading.Thread | None = None
+        self._listener: NotificationListener | None = None
         self.ae = create_storage_ae(config)
         self._server: GuardedAssociationServer | None = None
         self._lock: DataDirLock | None = None
@@ -135,8 +159,14 @@ class ReceivingNode:
         migrate_database(self.config.node.effective_database_url)
         check_schema(self.db_engine)
         check_writable(self.db_engine)
-        ctx = IntakeContext(config=self.config, spool=self.spool, sessions=self.sessions)
-        reconcile_spool(ctx)
+        # Recovery indexes files before the scheduler runs: its start-up sweep takes them.
+        reconcile_spool(IntakeContext(config=self.config, spool=self.spool, sessions=self.sessions))
+        ctx = IntakeContext(
+            config=self.config,
+            spool=self.spool,
+            sessions=self.sessions,
+            on_recorded=self._instance_recorded,
+        )
         write_effective_config(self.config, self.data_dir)
         handlers: list[Any] = [
             (evt.EVT_C_ECHO, handle_echo),
@@ -168,6 +198,19 @@ class ReceivingNode:
         ).start()
         self._server = server
         self.scheduler.start()
+        url = self.config.node.effective_database_url
+        if is_postgresql(url):
+            # Workers on other hosts notify when they wrote a report: deliver it now.
+            self._listener = NotificationListener(
+                url, {REPORTED_CHANNEL: self._report_written}
+            ).start()
+        if self.worker is not None:
+            self._worker_thread = threading.Thread(
+                target=self.worker.run,
+                kwargs={"poll_seconds": self.config.worker.poll_seconds},
+                name="dicomnode-worker",
+            )
+            self._worker_thread.start()
         logger.info(
             "node %s listening on %s:%d, data in %s",
             node.ae_title,
@@ -176,10 +219,29 @@ class ReceivingNode:
             self.data_dir,
         )
 
+    def _instance_recorded(self, study_uid: str) -> None:
+        window = timedelta(seconds=self.config.stability.window_seconds)
+        schedule_stability_check(
+            self.scheduler, study_uid, utcnow() + window + _STABILITY_SLACK
+        )
+
+    def _studies_queued(self) -> None:
+        if self.worker is not None:
+            self.worker.wake.set()
+
+    def _report_written(self) -> None:
+        run_job_now(self.scheduler, "delivery")
+
     def stop(self) -> None:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self._worker_thread is not None and self.worker is not None:
+            # The current batch finishes (its objects written); its lease covers a kill.
+            self.worker.request_stop()
+            self._worker_thread.join()
+        if self._listener is not None:
+            self._listener.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         if self._server is not None:

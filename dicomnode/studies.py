@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 S = StudyState
 # Every allowed change of Study.state, enforced by Study.set_state, with the function of this
-# module that makes it (the worker calls claim/fail/finish/finish_changed/release).
+# module that makes it (the worker calls claim/fail/refuse/finish/finish_changed/release).
 TRANSITIONS: dict[StudyState, dict[StudyState, str]] = {
     S.RECEIVED: {S.STABLE: "mark_stable_studies"},
     S.STABLE: {
@@ -32,11 +32,13 @@ TRANSITIONS: dict[StudyState, dict[StudyState, str]] = {
         S.REPORTING: "claim",  # an expired lease taken over by another worker
         S.REPORTED: "finish",
         S.FAILED: "fail",
+        S.NOT_REPORTABLE: "refuse",
         S.RECEIVED: "finish_changed",  # new images arrived while reporting
         S.QUEUED: "release",
     },
     S.REPORTED: {S.RECEIVED: "reopen", S.QUEUED: "requeue"},
     S.FAILED: {S.RECEIVED: "reopen", S.QUEUED: "requeue"},
+    S.NOT_REPORTABLE: {S.RECEIVED: "reopen", S.QUEUED: "requeue"},
     S.IGNORED: {S.RECEIVED: "reopen"},
 }
 
@@ -81,6 +83,14 @@ def fail(study: Study, error: str) -> None:
     study.lease_owner = study.lease_expires_at = None
 
 
+def refuse(study: Study, reason: str) -> None:
+    """The engine was not made for this study (its gate refused it): no report, not a failure.
+    ``reason`` is kept in ``Study.error`` for ``dicomnode status`` and ``dicomnode show``."""
+    study.set_state(S.NOT_REPORTABLE)
+    study.error = reason
+    study.lease_owner = study.lease_expires_at = None
+
+
 def finish(study: Study) -> None:
     """The worker wrote the report objects."""
     study.set_state(S.REPORTED)
@@ -102,7 +112,8 @@ def release(study: Study, reason: str) -> None:
 
 
 def requeue(study: Study, now: datetime | None = None) -> None:
-    """An operator sends a failed (or reported) study back to the queue: ``dicomnode requeue``.
+    """An operator sends a failed, not reportable (a new engine, a corrected header) or reported
+    study back to the queue: ``dicomnode requeue``.
 
     Attempts start again from zero; the event is counted and dated on the study."""
     if not study.reportable:
@@ -382,7 +393,8 @@ def mark_stable_studies(
     """Advance quiet studies one step: STABLE ones (marked by an earlier call) to QUEUED or
     IGNORED, then RECEIVED ones quiet for ``window`` to STABLE.
 
-    A study so stays ``stable`` for one check interval, visible in ``dicomnode status``.
+    Called once, a study stays ``stable`` until the next call; the scheduler's check at the
+    end of a study's window calls it twice in one transaction, so the study is queued at once.
     Returns ``(study_uid, new_state)`` for each study moved. Idempotent, and driven only by
     the database, so it resumes correctly after a restart.
     """

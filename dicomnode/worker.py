@@ -53,7 +53,14 @@ from dicomnode.delivery import (
 )
 from dicomnode.report import build_report_objects
 from dicomnode.spool import Spool, write_durably
-from engine.exceptions import StudyError
+from dicomnode.wakeups import (
+    QUEUED_CHANNEL,
+    REPORTED_CHANNEL,
+    NotificationListener,
+    is_postgresql,
+    notify,
+)
+from engine.exceptions import NotReportableError, StudyError
 from engine.result import StudyReport
 
 logger = logging.getLogger(__name__)
@@ -242,6 +249,11 @@ class ReportingWorker:
         self.spool = Spool(self.data_dir / "spool")
         self.outputs_dir = self.data_dir / "outputs"
         self.stop = threading.Event()
+        # Set when there may be work: studies queued in this process, or a notification from
+        # another host's node (PostgreSQL); the idle poll is only the safety net.
+        self.wake = threading.Event()
+        # Called after a report's objects and deliveries are committed (runs delivery now).
+        self.on_reported: Callable[[], None] | None = None
         self.backoff = OutageBackoff(
             config.worker.db_retry_initial_seconds, config.worker.db_retry_max_seconds, self.stop
         )
@@ -314,7 +326,9 @@ class ReportingWorker:
         *,
         objects: Sequence[OutputObject] = (),
         error: str | None = None,
+        not_reportable: str | None = None,
     ) -> None:
+        reported = False
         with session_scope(self.sessions) as session:
             study = session.get(Study, claimed.id, with_for_update=True)
             if study is None or study.lease_owner != self.worker_id:
@@ -339,17 +353,29 @@ class ReportingWorker:
                 lifecycle.fail(study, error)
                 logger.error("study %s failed: %s", claimed.study_instance_uid, error)
                 return
+            if not_reportable is not None:
+                lifecycle.refuse(study, not_reportable)
+                logger.warning(
+                    "study %s not reportable, no report written: %s",
+                    claimed.study_instance_uid,
+                    not_reportable,
+                )
+                return
             lifecycle.finish(study)
             supersede_older(session, study, objects)
             added = enqueue_deliveries(
                 session, study, objects, destinations_for(self.config, study.calling_ae_title)
             )
+            notify(session, REPORTED_CHANNEL)
+            reported = True
             logger.info(
                 "study %s reported: %d object(s), %d delivery(ies) queued",
                 claimed.study_instance_uid,
                 len(objects),
                 added,
             )
+        if reported and self.on_reported is not None:
+            self.on_reported()
 
     def _release(self, claimed: ClaimedStudy, reason: str) -> None:
         """Give a study back to the queue after an unexpected failure (counted in attempts)."""
@@ -391,11 +417,14 @@ class ReportingWorker:
         *,
         objects: Sequence[OutputObject] = (),
         error: str | None = None,
+        not_reportable: str | None = None,
     ) -> None:
         # A finished result waits out a database outage rather than being dropped: the
         # heartbeat keeps the lease once the database is back, and _finish checks it.
         self.backoff.call(
-            lambda: self._finish(claimed, objects=objects, error=error),
+            lambda: self._finish(
+                claimed, objects=objects, error=error, not_reportable=not_reportable
+            ),
             f"recording the result of {claimed.study_instance_uid}",
         )
 
@@ -479,6 +508,10 @@ class ReportingWorker:
         except DATABASE_DOWN:
             logger.debug("engine latency not recorded: database unreachable")
         for (item, datasets), result in zip(loaded, results, strict=True):
+            if isinstance(result, NotReportableError):
+                # The engine was not made for this study: its own state, not a failure.
+                self._finish_retrying(item, not_reportable=str(result))
+                continue
             if isinstance(result, StudyError):
                 self._finish_retrying(item, error=str(result))
                 continue
@@ -503,12 +536,49 @@ class ReportingWorker:
                 continue
             self._finish_retrying(item, objects=written)
 
-    def run(self, stop: threading.Event | None = None, poll_seconds: float = 2.0) -> None:
-        """Process batches until ``stop`` is set; sleeps ``poll_seconds`` when idle. A database
-        outage is waited out with backoff (logged once), never ends the loop."""
+    def request_stop(self) -> None:
+        """Stop after the current batch (safe from a signal handler or another thread)."""
+        self.stop.set()
+        self.wake.set()
+
+    def _idle(self, seconds: float) -> None:
+        """Wait until woken, stopped, or ``seconds`` (the safety-net poll) have passed."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            # In slices: a caller may set ``stop`` without setting ``wake``.
+            if self.wake.wait(min(remaining, 0.5)):
+                # Cleared before claiming: a wake-up set after this sees its study claimed.
+                self.wake.clear()
+                return
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        poll_seconds: float = 2.0,
+        *,
+        listen: bool = True,
+    ) -> None:
+        """Process batches until ``stop`` is set; when idle, waits for :attr:`wake` or
+        ``poll_seconds``. On PostgreSQL (``listen``) a notification from the node that queued
+        studies wakes it too. A database outage is waited out with backoff (logged once),
+        never ends the loop."""
         if stop is not None:
             self.stop = self.backoff.stop = stop
         logger.info("worker %s started", self.worker_id)
+        listener = None
+        url = self.config.node.effective_database_url
+        if listen and is_postgresql(url):
+            listener = NotificationListener(url, {QUEUED_CHANNEL: self.wake.set}).start()
+        try:
+            self._loop(poll_seconds)
+        finally:
+            if listener is not None:
+                listener.stop()
+
+    def _loop(self, poll_seconds: float) -> None:
         self.backoff.call(self.register, "registering the worker")
         while not self.stop.is_set():
             try:
@@ -518,7 +588,7 @@ class ReportingWorker:
                 continue
             self.backoff.ok()
             if handled == 0:
-                self.stop.wait(poll_seconds)
+                self._idle(poll_seconds)
         try:
             with session_scope(self.sessions) as session:
                 record = session.get(WorkerRecord, self.worker_id)
