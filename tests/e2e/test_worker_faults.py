@@ -148,6 +148,8 @@ def test_a_slow_engine_keeps_its_study_and_status_shows_lease_against_latency(
     done = threading.Thread(target=slow.process_once)
     done.start()
     try:
+        # The slow worker holds the study first; only then is the other one let loose.
+        wait_until(lambda: bool(slow.claimed_ids), "the slow worker claimed the study")
         # Meanwhile another worker keeps asking for work for more than two leases.
         deadline = time.monotonic() + 4.5
         while time.monotonic() < deadline and done.is_alive():
