@@ -259,6 +259,10 @@ def test_training_targets_decode_into_hallazgos_and_impresion(
     assert runtime.sections(encode_report(tokenizer, "", impression)) == (
         ("Impresión", impression),
     )
+    # Written impression first, shown in reading order.
+    only_impression = encode_report(tokenizer, "", impression)
+    swapped = [ids[0], *only_impression[1:-1], *encode_report(tokenizer, findings)[1:-1], ids[-1]]
+    assert runtime.sections(swapped) == runtime.sections(ids)
     # Targets trained before impressions were kept apart: one run of text, all Hallazgos.
     joined = ReportTarget(findings, impression).text
     assert runtime.sections(encode_report(tokenizer, joined)) == (("Hallazgos", joined),)
