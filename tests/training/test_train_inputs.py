@@ -21,7 +21,13 @@ from engine.preprocessing import (
 from training.data import create_dataset
 from training.data.records import Box, ImageRef, StudyRecord
 from training.train.augment import augment_display
-from training.train.data import LabeledImages, ReportTarget, report_target, sample_rng
+from training.train.data import (
+    LabeledImages,
+    ReportTarget,
+    cached_display,
+    report_target,
+    sample_rng,
+)
 from training.train.recipe import AugmentSection, Recipe
 
 SPEC = InputSpec(height=64, width=64, train_letterbox="random-aspect", train_letterbox_p=1.0)
@@ -64,7 +70,8 @@ def test_training_samples_get_the_train_time_letterbox_from_seed_and_step(
             # The aspect comes from (seed, epoch, index): the bars are where it puts them.
             aspect = sample_train_aspect(SPEC, sample_rng(7, epoch, index))
             assert aspect is not None and 0.8 <= aspect <= 1.0
-            h, w = data._displays[index].shape
+            path = records[index].images[0].path
+            h, w = cached_display(image_file_to_display(path), data.cache_side).shape
             lb = Letterbox.fit(w, h, 64, 64, placed_aspect=aspect)
             pad = int(lb.pad_x)
             widths.add(lb.resized_size[0])
@@ -105,6 +112,27 @@ def test_augmented_boxes_follow_the_image_and_the_bars_stay_straight(tmp_path: P
         cols = np.flatnonzero(np.all(plane == PAD, axis=0))
         image_cols = np.setdiff1d(np.arange(64), cols)
         assert np.all(np.diff(image_cols) == 1)  # one contiguous image band between the bars
+
+
+def test_two_view_studies_use_the_node_view_choice(shared_data: Path) -> None:
+    """An unlabelled lateral listed first: the frontal slot gets the frontal (and its boxes),
+    the lateral slot the lateral, in training as in validation."""
+    frontal = shared_data / "nih" / "images_512" / "00000193_019.jpg"
+    lateral = shared_data / "lateral_chest" / "images" / "000017-1.jpg"
+    box = Box("nodule", 1, 0.2, 0.3, 0.4, 0.5)
+    record = StudyRecord("t", "s2", (ImageRef(lateral), ImageRef(frontal)), {},
+                         {"nodule": "present"}, "train", (box,))
+    spec = InputSpec(height=64, width=64, views=("frontal", "lateral"))
+    served_frontal = prepare_image_file(frontal, spec, "frontal").pixels
+    served_lateral = prepare_image_file(lateral, spec, "lateral").pixels
+    val = LabeledImages([record], ("nodule",), spec, None, seed=0).item(0, 0)
+    assert np.array_equal(val["images"][0].numpy(), served_frontal)
+    assert np.array_equal(val["images"][1].numpy(), served_lateral)
+    assert val["box_mask"][0] == 1.0
+    train = LabeledImages([record], ("nodule",), spec, STILL, seed=0, train=True).item(0, 0)
+    for slot, served in enumerate((served_frontal, served_lateral)):  # same picture, resampled
+        assert np.abs(train["images"][slot].numpy() - served).mean() < 0.05
+    assert train["box_mask"][0] == 1.0
 
 
 def test_intensity_augmentation_changes_display_values_and_is_not_renormalised(

@@ -35,11 +35,12 @@ from engine.preprocessing import (
     PreparedImage,
     image_file_to_display,
     prepare_display,
-    prepare_image_file,
     sample_train_aspect,
     stack_views,
 )
+from engine.preprocessing.quality import check_size
 from training.data import create_dataset
+from training.data.images import record_views
 from training.data.records import StudyRecord
 from training.exceptions import TrainingError
 from training.findings import FINDINGS, FINDINGS_BY_KEY
@@ -147,11 +148,13 @@ def cached_display(display: np.ndarray, longest: int) -> np.ndarray:
 class LabeledImages:
     """Images with finding labels (and boxes): the encoder's and heads' training data.
 
-    ``train``: each decoded display image is kept once (:func:`cached_display`) and every
-    sample is augmented and letterboxed from it, at the train-time aspect the input spec asks
-    for (:func:`~engine.preprocessing.sample_train_aspect`), the box targets mapped through
-    that sample's own letterbox. Otherwise (validation) each image is prepared once exactly
-    as the engine serves it (:func:`~engine.preprocessing.prepare_image_file`).
+    The frontal (and, for a two-view model, the lateral) image of each study is chosen by the
+    node's rule (:func:`training.data.images.record_views`). ``train``: each decoded display
+    image is kept once (:func:`cached_display`) and every sample is augmented and letterboxed
+    from it, at the train-time aspect the input spec asks for
+    (:func:`~engine.preprocessing.sample_train_aspect`), the box targets mapped through that
+    sample's own letterbox. Otherwise (validation) each image is prepared once exactly as the
+    engine serves it (what :func:`~engine.preprocessing.prepare_image_file` gives).
     """
 
     def __init__(
@@ -172,9 +175,11 @@ class LabeledImages:
         self.seed = seed
         self.train = train
         self.cache_side = cache_side or 2 * max(spec.height, spec.width)
-        # Every image is read once up front: the engine's refusals (unreadable, too small,
-        # constant) leave the image out, counted, instead of failing a step later.
-        self._displays: list[np.ndarray] = []
+        # Every image is read once up front: the engine's refusals (no usable frontal,
+        # unreadable, too small, constant) leave the study out, counted, instead of failing a
+        # step later.
+        self._frontal_index: list[int] = []
+        self._displays: list[tuple[np.ndarray, np.ndarray | None]] = []
         self._prepared: list[_Prepared] = []
         self.records: list[StudyRecord] = []
         self.skipped = 0
@@ -182,12 +187,12 @@ class LabeledImages:
             try:
                 self._load(record)
             except (StudyError, OSError, ValueError) as exc:
-                logger.warning("%s: image left out of training (%s)", record.study_id, exc)
+                logger.warning("%s: study left out of training (%s)", record.study_id, exc)
                 self.skipped += 1
                 continue
             self.records.append(record)
         if self.skipped:
-            logger.warning("%d of %d images left out", self.skipped, len(records))
+            logger.warning("%d of %d studies left out", self.skipped, len(records))
         labels = np.zeros((len(self.records), len(self.keys)), dtype=np.float32)
         mask = np.zeros_like(labels)
         for row, record in enumerate(self.records):
@@ -203,24 +208,48 @@ class LabeledImages:
         return len(self.records)
 
     def _load(self, record: StudyRecord) -> None:
-        ref = record.images[0]
-        if not self.train:
-            frontal = prepare_image_file(
-                ref.path, self.spec, "frontal", bits_stored=ref.bits_stored
+        frontal_index, lateral_index, _ = record_views(record)
+        front = record.images[frontal_index]
+        display = image_file_to_display(front.path, bits_stored=front.bits_stored)
+        source = Path(front.path).stem
+        side = self._lateral(record, lateral_index if "lateral" in self.spec.views else None)
+        if self.train:
+            prepare_display(display, self.spec, "frontal", source=source)  # the refusals
+            self._displays.append(
+                (
+                    cached_display(display, self.cache_side),
+                    None if side is None else cached_display(side, self.cache_side),
+                )
             )
-            self._prepared.append(self._targets(record, frontal))
-            return
-        display = image_file_to_display(ref.path, bits_stored=ref.bits_stored)
-        prepare_display(display, self.spec, "frontal", source=Path(ref.path).stem)  # refusals
-        self._displays.append(cached_display(display, self.cache_side))
+        else:
+            frontal = prepare_display(display, self.spec, "frontal", source=source)
+            lateral = None if side is None else prepare_display(side, self.spec, "lateral")
+            self._prepared.append(self._targets(record, frontal_index, frontal, lateral))
+        self._frontal_index.append(frontal_index)
 
-    def _source_boxes(self, record: StudyRecord) -> tuple[np.ndarray, np.ndarray]:
+    def _lateral(self, record: StudyRecord, index: int | None) -> np.ndarray | None:
+        """The lateral's display image, or None when there is none or the engine refuses it
+        (the slot is then filled as ``spec.missing_lateral`` says, as the node does)."""
+        if index is None:
+            return None
+        ref = record.images[index]
+        try:
+            display = image_file_to_display(ref.path, bits_stored=ref.bits_stored)
+            check_size(display.shape[0], display.shape[1], Path(ref.path).stem)
+        except (StudyError, OSError, ValueError) as exc:
+            logger.info("%s: lateral image not used (%s)", record.study_id, exc)
+            return None
+        return display
+
+    def _source_boxes(
+        self, record: StudyRecord, frontal_index: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The record's frontal boxes as ``[L, 4]`` source fractions, one slot per locatable
         finding, and which slots hold a box."""
         boxes = np.zeros((len(self.locatable), 4), dtype=np.float32)
         box_mask = np.zeros(len(self.locatable), dtype=np.float32)
         for box in record.boxes:
-            if box.image_index != 0 or box.finding not in self.locatable:
+            if box.image_index != frontal_index or box.finding not in self.locatable:
                 continue
             slot = self.locatable.index(box.finding)
             boxes[slot] = (box.x_min, box.y_min, box.x_max, box.y_max)
@@ -230,34 +259,51 @@ class LabeledImages:
     def _targets(
         self,
         record: StudyRecord,
+        frontal_index: int,
         frontal: PreparedImage,
+        lateral: PreparedImage | None,
         boxes: np.ndarray | None = None,
         box_mask: np.ndarray | None = None,
     ) -> _Prepared:
         if boxes is None or box_mask is None:
-            boxes, box_mask = self._source_boxes(record)
+            boxes, box_mask = self._source_boxes(record, frontal_index)
         lb = frontal.letterbox
         grid = np.zeros_like(boxes)
         for slot in np.flatnonzero(box_mask):
             grid[slot] = lb.box_from_source(tuple(float(v) for v in boxes[slot]))
-        return _Prepared(stack_views(frontal, None, self.spec), grid, box_mask)
+        return _Prepared(stack_views(frontal, lateral, self.spec), grid, box_mask)
+
+    def _view_sample(
+        self, display: np.ndarray, boxes: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, float | None]:
+        aspect = sample_train_aspect(self.spec, rng)
+        values = display.astype(np.float32)
+        if self.augment_config is not None and self.augment_config.enabled:
+            values, boxes = augment_display(values, boxes, self.augment_config, rng)
+        return values, boxes, aspect
 
     def _sample(self, index: int, epoch: int) -> _Prepared:
-        """One training sample of image ``index`` in ``epoch``: its draws come from
-        (seed, epoch, index) only, in a fixed order (aspect, then augmentation)."""
+        """One training sample of study ``index`` in ``epoch``: its draws come from
+        (seed, epoch, index) only, in a fixed order (frontal aspect and augmentation, then the
+        lateral's)."""
         record = self.records[index]
+        frontal_index = self._frontal_index[index]
         rng = sample_rng(self.seed, epoch, index)
-        aspect = sample_train_aspect(self.spec, rng)
-        display = self._displays[index].astype(np.float32)
-        boxes, box_mask = self._source_boxes(record)
-        if self.augment_config is not None and self.augment_config.enabled:
-            display, boxes = augment_display(display, boxes, self.augment_config, rng)
-            collapsed = (boxes[:, 2] - boxes[:, 0] < 1e-3) | (boxes[:, 3] - boxes[:, 1] < 1e-3)
-            box_mask = np.where(collapsed, 0.0, box_mask).astype(np.float32)
+        front, side = self._displays[index]
+        boxes, box_mask = self._source_boxes(record, frontal_index)
+        values, boxes, aspect = self._view_sample(front, boxes, rng)
+        collapsed = (boxes[:, 2] - boxes[:, 0] < 1e-3) | (boxes[:, 3] - boxes[:, 1] < 1e-3)
+        box_mask = np.where(collapsed, 0.0, box_mask).astype(np.float32)
         frontal = prepare_display(
-            display, self.spec, "frontal", source=record.study_id, train_aspect=aspect
+            values, self.spec, "frontal", source=record.study_id, train_aspect=aspect
         )
-        return self._targets(record, frontal, boxes, box_mask)
+        lateral = None
+        if side is not None:
+            side_values, _, side_aspect = self._view_sample(side, boxes[:0], rng)
+            lateral = prepare_display(
+                side_values, self.spec, "lateral", source=record.study_id, train_aspect=side_aspect
+            )
+        return self._targets(record, frontal_index, frontal, lateral, boxes, box_mask)
 
     def item(self, index: int, epoch: int) -> dict[str, Any]:
         prepared = self._sample(index, epoch) if self.train else self._prepared[index]
@@ -456,6 +502,16 @@ def _texts(
     return kept, texts
 
 
+def _with_images(
+    images: LabeledImages, records: list[StudyRecord], texts: list[ReportTarget]
+) -> tuple[list[StudyRecord], list[ReportTarget]]:
+    """The reports of the studies whose images were kept (a refused image leaves its study
+    out of the paired data, report included)."""
+    kept = {record.study_id for record in images.records}
+    pairs = [(r, t) for r, t in zip(records, texts, strict=True) if r.study_id in kept]
+    return [r for r, _ in pairs], [t for _, t in pairs]
+
+
 def input_spec(image_size: int, num_views: int, letterbox: InputSection | None = None) -> InputSpec:
     """The model's input spec as export writes it into the manifest (with the recipe's
     train-time letterbox), so training prepares images exactly as the engine will."""
@@ -522,15 +578,15 @@ def build_data(recipe: Recipe, spec: InputSpec, tokenizer_json: str | None) -> R
         )
     )
     seed = recipe.run.seed
-    train_reports = Reports(iu_train, recipe, keys, tokenizer, train_texts)
-    val_reports = Reports(iu_val, recipe, keys, tokenizer, val_texts) if iu_val else None
     data = RunData(keys, spec, tokenizer, tuple(datasets))
     if recipe.path == "unpaired":
         data.train_images = LabeledImages(
             nih_train, keys, spec, recipe.augment, seed, train=True, cache_side=d.image_cache_side
         )
         data.val_images = LabeledImages(nih_val, keys, spec, None, seed) if nih_val else None
-        data.train_reports, data.val_reports = train_reports, val_reports
+        data.train_reports = Reports(iu_train, recipe, keys, tokenizer, train_texts)
+        if iu_val:
+            data.val_reports = Reports(iu_val, recipe, keys, tokenizer, val_texts)
         labels, mask = (
             torch.from_numpy(data.train_images.labels),
             torch.from_numpy(data.train_images.mask),
@@ -539,11 +595,16 @@ def build_data(recipe: Recipe, spec: InputSpec, tokenizer_json: str | None) -> R
         train_img = LabeledImages(
             iu_train, keys, spec, recipe.augment, seed, train=True, cache_side=d.image_cache_side
         )
+        train_records, kept_texts = _with_images(train_img, iu_train, train_texts)
+        train_reports = Reports(train_records, recipe, keys, tokenizer, kept_texts)
         data.train_pairs = PairedStudies(train_img, train_reports)
-        if iu_val and val_reports is not None:
-            data.val_pairs = PairedStudies(
-                LabeledImages(iu_val, keys, spec, None, seed), val_reports
-            )
+        if iu_val:
+            val_img = LabeledImages(iu_val, keys, spec, None, seed)
+            if len(val_img):
+                val_records, kept_texts = _with_images(val_img, iu_val, val_texts)
+                data.val_pairs = PairedStudies(
+                    val_img, Reports(val_records, recipe, keys, tokenizer, kept_texts)
+                )
         labels = torch.where(
             torch.from_numpy(train_img.mask) > 0,
             torch.from_numpy(train_img.labels),
