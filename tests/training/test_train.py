@@ -304,6 +304,7 @@ def test_training_export_cli_reads_a_training_checkpoint(
     manifest = load_artifact(out).manifest
     state = torch.load(best, weights_only=True)
     assert manifest.languages == ("es",) and manifest.training.path == "unpaired"
+    assert manifest.input.train_letterbox == "random-aspect"  # from the checkpoint's input spec
     for spec in manifest.findings:
         assert (spec.threshold_present, spec.threshold_absent) == tuple(
             state["thresholds"][spec.key]
