@@ -12,6 +12,8 @@ from engine.exceptions import ArtifactError
 logger = logging.getLogger(__name__)
 
 DEFAULT_SECTION = "Hallazgos"
+#: Where each section title goes in the report, whatever order the decoder wrote it in.
+READING_ORDER = {"Hallazgos": 0, "Impresión": 1}
 
 
 class ReportTokenizer:
@@ -43,7 +45,9 @@ class ReportTokenizer:
         return unicodedata.normalize("NFC", " ".join(text.split()))
 
     def sections(self, ids: Sequence[int]) -> tuple[tuple[str, str], ...]:
-        """Split at section tokens; text before the first goes to "Hallazgos". Empty dropped."""
+        """Split at section tokens; text before the first goes to "Hallazgos". Empty dropped.
+        Returned in reading order ("Hallazgos" before "Impresión"), whatever order the
+        decoder wrote them in."""
         parts: list[tuple[str, list[int]]] = [(DEFAULT_SECTION, [])]
         for token in ids:
             if token in self._section_by_id:
@@ -55,4 +59,4 @@ class ReportTokenizer:
             text = self.decode(chunk)
             if text:
                 merged[title] = f"{merged[title]} {text}" if title in merged else text
-        return tuple(merged.items())
+        return tuple(sorted(merged.items(), key=lambda item: READING_ORDER.get(item[0], 99)))

@@ -392,13 +392,15 @@ def add_export_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export a checkpoint holding ``model_name``, ``model_config``, ``state_dict``,
-    ``tokenizer`` (JSON text), ``finding_keys`` and optional ``thresholds``/``training``."""
+    ``tokenizer`` (JSON text), ``finding_keys`` and optional ``thresholds``/``training``/
+    ``input_spec`` (JSON text, with the train-time letterbox the run used)."""
     import torch
     from tokenizers import Tokenizer
 
     from training.findings import get_finding
     from training.models.cxr_report import CXRReportModel
     from training.models.registry import create_model
+    from training.train.checkpoint import checkpoint_input_spec
 
     checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     try:
@@ -429,6 +431,7 @@ def run(args: argparse.Namespace) -> int:
         findings=findings,
         thresholds=thresholds,
         training=training,
+        input_spec=checkpoint_input_spec(checkpoint),
         purpose=args.purpose,
         tolerance=args.tolerance,
         languages=(language,),

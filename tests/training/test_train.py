@@ -209,6 +209,7 @@ def test_exported_engine_reports_a_real_dicom_study_through_the_worker(
     assert manifest.training.path == "unpaired"
     assert any(d.startswith("nih:train") for d in manifest.training.datasets)
     assert manifest.decoder.memory == ("findings",) and manifest.prompt is not None
+    assert manifest.input.train_letterbox == "random-aspect"  # the recipe's train-time letterbox
     # The engine scores only what its training images were labeled for (NIH's findings).
     from training.label_maps import NIH_TO_KEY
 
@@ -237,6 +238,46 @@ def test_exported_engine_reports_a_real_dicom_study_through_the_worker(
         node.stop()
 
 
+def test_training_targets_decode_into_hallazgos_and_impresion(
+    unpaired_run: dict[str, Any],
+) -> None:
+    """The run's own report targets, through the exported engine's tokenizer and manifest,
+    split into the sections the SR writes."""
+    from tokenizers import Tokenizer
+
+    from engine.artifact import load_artifact
+    from engine.text import ReportTokenizer
+    from training.models.tokenizer import IMPRESSION_SECTION, encode_report, token_id
+    from training.train.data import ReportTarget, build_data, input_spec
+
+    runtime = ReportTokenizer(load_artifact(unpaired_run["result"].artifact))
+    state = torch.load(unpaired_run["result"].best_checkpoint, weights_only=True)
+    tokenizer = Tokenizer.from_str(state["tokenizer"])
+    findings, impression = "Derrame pleural derecho.", "Sin neumotórax."
+    ids = encode_report(tokenizer, findings, impression)
+    assert runtime.sections(ids) == (("Hallazgos", findings), ("Impresión", impression))
+    assert runtime.sections(encode_report(tokenizer, "", impression)) == (
+        ("Impresión", impression),
+    )
+    # Written impression first, shown in reading order.
+    only_impression = encode_report(tokenizer, "", impression)
+    swapped = [ids[0], *only_impression[1:-1], *encode_report(tokenizer, findings)[1:-1], ids[-1]]
+    assert runtime.sections(swapped) == runtime.sections(ids)
+    # Targets trained before impressions were kept apart: one run of text, all Hallazgos.
+    joined = ReportTarget(findings, impression).text
+    assert runtime.sections(encode_report(tokenizer, joined)) == (("Hallazgos", joined),)
+    # The run's training reports carry the impression token where they have one.
+    recipe = unpaired_run["recipe"]
+    data = build_data(recipe, input_spec(64, 1, recipe.input), state["tokenizer"])
+    reports = data.train_reports
+    assert reports is not None
+    impression_id = token_id(tokenizer, IMPRESSION_SECTION)
+    with_impression = [ids for ids in reports.ids if impression_id in ids]
+    assert with_impression  # (the tiny recipe's 40 tokens cut most impressions off)
+    for ids in with_impression:
+        assert [title for title, _ in runtime.sections(ids)] == ["Hallazgos", "Impresión"]
+
+
 def test_spanish_targets_without_the_bridge_fail_clearly(
     shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -263,6 +304,7 @@ def test_training_export_cli_reads_a_training_checkpoint(
     manifest = load_artifact(out).manifest
     state = torch.load(best, weights_only=True)
     assert manifest.languages == ("es",) and manifest.training.path == "unpaired"
+    assert manifest.input.train_letterbox == "random-aspect"  # from the checkpoint's input spec
     for spec in manifest.findings:
         assert (spec.threshold_present, spec.threshold_absent) == tuple(
             state["thresholds"][spec.key]

@@ -169,40 +169,6 @@ def test_a_corrupt_prompt_table_is_refused(prompt_artifact: EngineArtifact, tmp_
         create_engine(broken, "onnxruntime", allow_test_artifact=True)
 
 
-def test_boxes_map_onto_the_model_grid_as_the_engine_maps_them_back() -> None:
-    from engine.preprocessing import Letterbox
-    from training.train.data import box_to_model
-
-    lb = Letterbox.fit(1955, 1841, 224, 224)  # the real CR's size, letterboxed
-    source = (0.1, 0.2, 0.45, 0.7)
-    back = lb.box_to_source(box_to_model(source, lb))
-    want = (0.1 * 1955, 0.2 * 1841, 0.45 * 1955, 0.7 * 1841)
-    assert back == pytest.approx(want, abs=1e-3)
-
-
-def test_augmentation_keeps_laterality_and_moves_boxes_with_the_image() -> None:
-    from engine.artifact import InputSpec
-    from training.train.augment import augment
-    from training.train.recipe import AugmentSection
-
-    spec = InputSpec(height=64, width=64)
-    plane = np.full((64, 64), -2.0, dtype=np.float32)
-    plane[16:48, 4:20] = 2.0  # a bright region on the image's left (the patient's right)
-    box = np.array([[4 / 64, 16 / 64, 20 / 64, 48 / 64]], dtype=np.float32)
-    still = AugmentSection(rotate_degrees=0, scale=(1, 1), translate=0, contrast=0,
-                           brightness=0, gamma=(1, 1))
-    same, same_box = augment(plane, box, spec, still, np.random.default_rng(0))
-    np.testing.assert_allclose(same, plane, atol=1e-5)
-    np.testing.assert_allclose(same_box, box, atol=1e-6)
-    for seed in range(20):
-        out, moved = augment(plane, box, spec, AugmentSection(), np.random.default_rng(seed))
-        bright = np.argwhere(out > 0.5)
-        assert bright[:, 1].mean() < 32  # never flipped to the other side
-        x0, y0, x1, y1 = moved[0] * 64
-        inside = out[int(y0) + 2 : int(y1) - 2, int(x0) + 2 : int(x1) - 2]
-        assert inside.size and (inside > 0).mean() > 0.8  # the box follows the region
-
-
 def test_no_finding_is_absent_where_another_finding_is_present() -> None:
     from training.train.data import with_implied_no_finding
 

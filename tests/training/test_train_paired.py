@@ -64,3 +64,22 @@ def test_paired_recipe_trains_every_objective_and_exports(r2gen_layout: Path,
     manifest = load_artifact(tmp_path / "engine").manifest
     assert manifest.training.path == "paired"
     assert manifest.decoder.memory == ("image", "findings") and manifest.languages == ("en",)
+
+
+def test_a_refused_image_leaves_its_study_out_report_included(r2gen_layout: Path,
+                                                               tmp_path: Path) -> None:
+    from training.train.data import build_data, input_spec
+
+    annotation = json.loads((r2gen_layout / "annotation.json").read_text())
+    first = annotation["train"][0]
+    thumbnail = r2gen_layout / "images" / first["image_path"][0]
+    Image.open(thumbnail).resize((64, 64)).save(thumbnail)  # below the engine's 128 px
+    values = {"data.iu_root": str(r2gen_layout), "text.vocab_size": 200,
+              "run.out_dir": str(tmp_path / "run")}
+    recipe = load_recipe(PAIRED, [f"{k}={json.dumps(v)}" for k, v in values.items()])
+    data = build_data(recipe, input_spec(64, 1, recipe.input), None)
+    pairs = data.train_pairs
+    assert pairs is not None and pairs.images.skipped == 1
+    assert len(pairs.images) == len(pairs.reports) == len(annotation["train"]) - 1
+    assert first["id"] not in {r.study_id for r in pairs.reports.records}
+    assert [r.study_id for r in pairs.images.records] == [r.study_id for r in pairs.reports.records]

@@ -1,7 +1,10 @@
 """Report tokenizer: byte-pair encoding trained locally with Hugging Face ``tokenizers``.
 
-A report is encoded as ``[BOS] [HALLAZGOS] findings… [IMPRESION] impression… [EOS]``; the
-section tokens let the runtime split the decoded text into the report's sections.
+A report is encoded as ``[BOS] [HALLAZGOS] findings… [IMPRESION] impression… [EOS]`` (a
+section's token only when the section has text); export names the section tokens in the
+manifest (``tokenizer.section_tokens``) and the runtime splits the decoded text at them into
+"Hallazgos" and "Impresión". Text before any section token reads as "Hallazgos", so engines
+trained before impressions were kept apart still load and report.
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ def train_report_tokenizer(texts: Iterable[str], vocab_size: int = 4000) -> Toke
 
 def encode_report(tokenizer: Tokenizer, findings: str, impression: str = "") -> list[int]:
     """Token ids of one report in the decoder's training layout."""
-    ids = [token_id(tokenizer, BOS), token_id(tokenizer, FINDINGS_SECTION)]
-    ids += tokenizer.encode(findings).ids
+    ids = [token_id(tokenizer, BOS)]
+    if findings or not impression:
+        ids.append(token_id(tokenizer, FINDINGS_SECTION))
+        ids += tokenizer.encode(findings).ids
     if impression:
         ids.append(token_id(tokenizer, IMPRESSION_SECTION))
         ids += tokenizer.encode(impression).ids

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.artifact import TrainingSummary
+from engine.artifact import InputSpec, TrainingSummary
 from training.exceptions import TrainingError
 from training.models.cxr_report import CXRReportModel
 from training.train.recipe import Recipe
@@ -78,6 +78,14 @@ def load_matching(model: nn.Module, path: Path) -> list[str]:
     return sorted(matching)
 
 
+def checkpoint_input_spec(state: dict[str, Any]) -> InputSpec | None:
+    """The input spec a run trained with (its train-time letterbox included), for the
+    manifest; None for checkpoints written before it was recorded (export then derives it
+    from the model)."""
+    raw = state.get("input_spec")
+    return InputSpec.model_validate_json(raw) if raw else None
+
+
 def export_checkpoint(checkpoint: Path, out: Path, recipe: Recipe) -> Path:
     """Export a trained checkpoint with the recipe's export settings (parity checked)."""
     from tokenizers import Tokenizer
@@ -100,6 +108,7 @@ def export_checkpoint(checkpoint: Path, out: Path, recipe: Recipe) -> Path:
         findings=[get_finding(k) for k in state["finding_keys"]],
         thresholds=thresholds,
         training=TrainingSummary.model_validate_json(state["training"]),
+        input_spec=checkpoint_input_spec(state),
         purpose=recipe.export.purpose,
         description=f"{recipe.path} recipe {recipe.name}",
         tolerance=recipe.export.tolerance,

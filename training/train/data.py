@@ -1,16 +1,19 @@
 """What a recipe trains on: labeled images, reports with their findings prompt, or pairs;
 :func:`build_data` assembles a run's training and validation sets from the recipe.
 
-Images go through the engine's own preprocessing (:func:`engine.preprocessing.prepare_image_file`
-with the model's :class:`~engine.artifact.InputSpec`), so training sees exactly what the engine
-will serve. Dataset boxes (fractions of the source image) are mapped onto the model grid with
-the same letterbox. Splits are the adapters' patient-disjoint ones (NIH ChestX-ray14: the
+Images go through the engine's own preprocessing with the model's
+:class:`~engine.artifact.InputSpec`, so training sees what the engine will serve: validation
+images exactly (:func:`engine.preprocessing.prepare_image_file`); training images decoded once
+to the engine's [0, 1] display values, then per sample augmented and letterboxed
+(:func:`engine.preprocessing.prepare_display`) at the spec's train-time aspect. Dataset boxes
+(fractions of the source image) are mapped onto the model grid with each sample's own
+letterbox. Splits are the adapters' patient-disjoint ones (NIH ChestX-ray14: the
 official lists when present, else a SHA-256 hash of the patient id, 70/10/20; IU X-Ray: the
 R2Gen split).
 
 Batches are chosen by :class:`StepBatches` from the global step alone (a permutation seeded by
-the run seed and the epoch), and each sample's augmentation by (seed, epoch, index): a resumed
-run reads exactly the batches the uninterrupted run would have read.
+the run seed and the epoch), and each sample's aspect and augmentation by (seed, epoch,
+index): a resumed run reads exactly the batches the uninterrupted run would have read.
 """
 
 from __future__ import annotations
@@ -23,17 +26,27 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from engine.artifact import PROMPT_STATES, InputSpec
 from engine.exceptions import StudyError
-from engine.preprocessing import Letterbox, prepare_image_file, stack_views
+from engine.preprocessing import (
+    MIN_SIDE,
+    PreparedImage,
+    image_file_to_display,
+    prepare_display,
+    sample_train_aspect,
+    stack_views,
+)
+from engine.preprocessing.quality import check_size
 from training.data import create_dataset
+from training.data.images import record_views
 from training.data.records import StudyRecord
 from training.exceptions import TrainingError
 from training.findings import FINDINGS, FINDINGS_BY_KEY
-from training.train.augment import augment
+from training.train.augment import augment_display
 from training.train.objectives import positive_weights
-from training.train.recipe import AugmentSection, Recipe
+from training.train.recipe import AugmentSection, InputSection, Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -70,21 +83,6 @@ def prompt_states(findings: dict[str, str], keys: Sequence[str]) -> list[int]:
     """A report's findings prompt: present/uncertain/absent per finding; a finding the
     report does not mention reads as absent (a report names what it sees)."""
     return [STATE_INDEX.get(findings.get(key, "absent"), STATE_INDEX["absent"]) for key in keys]
-
-
-def box_to_model(box: tuple[float, float, float, float], lb: Letterbox) -> tuple[float, ...]:
-    """Source-image fractions -> model-grid fractions through the letterbox that prepared the
-    image (the inverse of ``Letterbox.box_to_source``, which the engine serves with)."""
-    from_source = getattr(lb, "box_from_source", None)  # issue 14's shared mapping
-    if from_source is not None:
-        return tuple(float(v) for v in from_source(box))
-    x0, y0, x1, y1 = box
-    return (
-        (x0 * lb.source_width * lb.scale_x + lb.pad_x) / lb.target_width,
-        (y0 * lb.source_height * lb.scale_y + lb.pad_y) / lb.target_height,
-        (x1 * lb.source_width * lb.scale_x + lb.pad_x) / lb.target_width,
-        (y1 * lb.source_height * lb.scale_y + lb.pad_y) / lb.target_height,
-    )
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -131,8 +129,33 @@ class _Prepared:
     box_mask: np.ndarray  # [L]
 
 
+def cached_display(display: np.ndarray, longest: int) -> np.ndarray:
+    """``display`` shrunk so that its longest side is at most ``longest`` (no side below the
+    engine's :data:`~engine.preprocessing.MIN_SIDE`), kept as float16 (about 5e-4 of the [0, 1]
+    range): what a training run holds in memory per image. Box fractions are unchanged."""
+    h, w = display.shape
+    factor = min(1.0, max(longest / max(h, w), MIN_SIDE / min(h, w)))
+    if factor < 1.0:
+        size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        display = np.asarray(
+            Image.fromarray(display.astype(np.float32), mode="F").resize(
+                size, Image.Resampling.BILINEAR
+            )
+        )
+    return np.clip(display, 0.0, 1.0).astype(np.float16)
+
+
 class LabeledImages:
-    """Images with finding labels (and boxes): the encoder's and heads' training data."""
+    """Images with finding labels (and boxes): the encoder's and heads' training data.
+
+    The frontal (and, for a two-view model, the lateral) image of each study is chosen by the
+    node's rule (:func:`training.data.images.record_views`). ``train``: each decoded display
+    image is kept once (:func:`cached_display`) and every sample is augmented and letterboxed
+    from it, at the train-time aspect the input spec asks for
+    (:func:`~engine.preprocessing.sample_train_aspect`), the box targets mapped through that
+    sample's own letterbox. Otherwise (validation) each image is prepared once exactly as the
+    engine serves it (what :func:`~engine.preprocessing.prepare_image_file` gives).
+    """
 
     def __init__(
         self,
@@ -141,31 +164,35 @@ class LabeledImages:
         spec: InputSpec,
         augment_config: AugmentSection | None,
         seed: int,
+        *,
+        train: bool = False,
+        cache_side: int = 0,
     ) -> None:
-        self.records = list(records)
         self.keys = tuple(keys)
         self.locatable = tuple(k for k in self.keys if FINDINGS_BY_KEY[k].locatable)
         self.spec = spec
         self.augment_config = augment_config
         self.seed = seed
-        self._cache: dict[int, _Prepared] = {}
-        # Prepare every image once up front: the engine's refusals (unreadable, too small,
-        # constant) leave the image out, counted, instead of failing a step later.
-        kept, self.skipped = [], 0
+        self.train = train
+        self.cache_side = cache_side or 2 * max(spec.height, spec.width)
+        # Every image is read once up front: the engine's refusals (no usable frontal,
+        # unreadable, too small, constant) leave the study out, counted, instead of failing a
+        # step later.
+        self._frontal_index: list[int] = []
+        self._displays: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self._prepared: list[_Prepared] = []
+        self.records: list[StudyRecord] = []
+        self.skipped = 0
         for record in records:
-            self.records = [record]
             try:
-                prepared = self._prepare(0)
+                self._load(record)
             except (StudyError, OSError, ValueError) as exc:
-                logger.warning("%s: image left out of training (%s)", record.study_id, exc)
+                logger.warning("%s: study left out of training (%s)", record.study_id, exc)
                 self.skipped += 1
                 continue
-            self._cache.pop(0)
-            kept.append((record, prepared))
-        self.records = [r for r, _ in kept]
-        self._cache = {i: prepared for i, (_, prepared) in enumerate(kept)}
+            self.records.append(record)
         if self.skipped:
-            logger.warning("%d of %d images left out", self.skipped, len(records))
+            logger.warning("%d of %d studies left out", self.skipped, len(records))
         labels = np.zeros((len(self.records), len(self.keys)), dtype=np.float32)
         mask = np.zeros_like(labels)
         for row, record in enumerate(self.records):
@@ -180,48 +207,112 @@ class LabeledImages:
     def __len__(self) -> int:
         return len(self.records)
 
-    def _prepare(self, index: int) -> _Prepared:
-        cached = self._cache.get(index)
-        if cached is not None:
-            return cached
-        record = self.records[index]
-        frontal = prepare_image_file(record.images[0].path, self.spec, "frontal")
-        pixels = stack_views(frontal, None, self.spec)
+    def _load(self, record: StudyRecord) -> None:
+        frontal_index, lateral_index, _ = record_views(record)
+        front = record.images[frontal_index]
+        display = image_file_to_display(front.path, bits_stored=front.bits_stored)
+        source = Path(front.path).stem
+        side = self._lateral(record, lateral_index if "lateral" in self.spec.views else None)
+        if self.train:
+            prepare_display(display, self.spec, "frontal", source=source)  # the refusals
+            self._displays.append(
+                (
+                    cached_display(display, self.cache_side),
+                    None if side is None else cached_display(side, self.cache_side),
+                )
+            )
+        else:
+            frontal = prepare_display(display, self.spec, "frontal", source=source)
+            lateral = None if side is None else prepare_display(side, self.spec, "lateral")
+            self._prepared.append(self._targets(record, frontal_index, frontal, lateral))
+        self._frontal_index.append(frontal_index)
+
+    def _lateral(self, record: StudyRecord, index: int | None) -> np.ndarray | None:
+        """The lateral's display image, or None when there is none or the engine refuses it
+        (the slot is then filled as ``spec.missing_lateral`` says, as the node does)."""
+        if index is None:
+            return None
+        ref = record.images[index]
+        try:
+            display = image_file_to_display(ref.path, bits_stored=ref.bits_stored)
+            check_size(display.shape[0], display.shape[1], Path(ref.path).stem)
+        except (StudyError, OSError, ValueError) as exc:
+            logger.info("%s: lateral image not used (%s)", record.study_id, exc)
+            return None
+        return display
+
+    def _source_boxes(
+        self, record: StudyRecord, frontal_index: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The record's frontal boxes as ``[L, 4]`` source fractions, one slot per locatable
+        finding, and which slots hold a box."""
         boxes = np.zeros((len(self.locatable), 4), dtype=np.float32)
         box_mask = np.zeros(len(self.locatable), dtype=np.float32)
-        lb = frontal.letterbox
         for box in record.boxes:
-            if box.image_index != 0 or box.finding not in self.locatable:
+            if box.image_index != frontal_index or box.finding not in self.locatable:
                 continue
             slot = self.locatable.index(box.finding)
-            boxes[slot] = box_to_model((box.x_min, box.y_min, box.x_max, box.y_max), lb)
+            boxes[slot] = (box.x_min, box.y_min, box.x_max, box.y_max)
             box_mask[slot] = 1.0
-        prepared = _Prepared(pixels, boxes, box_mask)
-        self._cache[index] = prepared
-        return prepared
+        return boxes, box_mask
+
+    def _targets(
+        self,
+        record: StudyRecord,
+        frontal_index: int,
+        frontal: PreparedImage,
+        lateral: PreparedImage | None,
+        boxes: np.ndarray | None = None,
+        box_mask: np.ndarray | None = None,
+    ) -> _Prepared:
+        if boxes is None or box_mask is None:
+            boxes, box_mask = self._source_boxes(record, frontal_index)
+        lb = frontal.letterbox
+        grid = np.zeros_like(boxes)
+        for slot in np.flatnonzero(box_mask):
+            grid[slot] = lb.box_from_source(tuple(float(v) for v in boxes[slot]))
+        return _Prepared(stack_views(frontal, lateral, self.spec), grid, box_mask)
+
+    def _view_sample(
+        self, display: np.ndarray, boxes: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, float | None]:
+        aspect = sample_train_aspect(self.spec, rng)
+        values = display.astype(np.float32)
+        if self.augment_config is not None and self.augment_config.enabled:
+            values, boxes = augment_display(values, boxes, self.augment_config, rng)
+        return values, boxes, aspect
+
+    def _sample(self, index: int, epoch: int) -> _Prepared:
+        """One training sample of study ``index`` in ``epoch``: its draws come from
+        (seed, epoch, index) only, in a fixed order (frontal aspect and augmentation, then the
+        lateral's)."""
+        record = self.records[index]
+        frontal_index = self._frontal_index[index]
+        rng = sample_rng(self.seed, epoch, index)
+        front, side = self._displays[index]
+        boxes, box_mask = self._source_boxes(record, frontal_index)
+        values, boxes, aspect = self._view_sample(front, boxes, rng)
+        collapsed = (boxes[:, 2] - boxes[:, 0] < 1e-3) | (boxes[:, 3] - boxes[:, 1] < 1e-3)
+        box_mask = np.where(collapsed, 0.0, box_mask).astype(np.float32)
+        frontal = prepare_display(
+            values, self.spec, "frontal", source=record.study_id, train_aspect=aspect
+        )
+        lateral = None
+        if side is not None:
+            side_values, _, side_aspect = self._view_sample(side, boxes[:0], rng)
+            lateral = prepare_display(
+                side_values, self.spec, "lateral", source=record.study_id, train_aspect=side_aspect
+            )
+        return self._targets(record, frontal_index, frontal, lateral, boxes, box_mask)
 
     def item(self, index: int, epoch: int) -> dict[str, Any]:
-        prepared = self._prepare(index)
-        pixels, boxes, box_mask = prepared.pixels, prepared.boxes, prepared.box_mask.copy()
-        if self.augment_config is not None and self.augment_config.enabled:
-            rng = sample_rng(self.seed, epoch, index)
-            planes = []
-            for v in range(pixels.shape[0]):
-                plane, moved = augment(
-                    pixels[v], boxes if v == 0 else boxes[:0], self.spec, self.augment_config, rng
-                )
-                planes.append(plane)
-                if v == 0:
-                    boxes = moved
-            pixels = np.stack(planes)
-            collapsed = (boxes[:, 2] - boxes[:, 0] < 1e-3) | (boxes[:, 3] - boxes[:, 1] < 1e-3)
-            box_mask[collapsed] = 0.0
+        prepared = self._sample(index, epoch) if self.train else self._prepared[index]
         return {
-            "images": torch.from_numpy(np.ascontiguousarray(pixels)),
+            "images": torch.from_numpy(np.ascontiguousarray(prepared.pixels)),
             "labels": torch.from_numpy(self.labels[index]),
             "label_mask": torch.from_numpy(self.mask[index]),
-            "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
-            "box_mask": torch.from_numpy(box_mask),
+            "boxes": torch.from_numpy(np.ascontiguousarray(prepared.boxes, dtype=np.float32)),
+            "box_mask": torch.from_numpy(prepared.box_mask.copy()),
         }
 
     def batch(self, pairs: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
@@ -229,26 +320,54 @@ class LabeledImages:
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
-def report_target(record: StudyRecord, recipe: Recipe) -> str | None:
-    """The text the decoder learns to write for one report, in the recipe's language."""
-    english = record.report("en", tuple(recipe.text.sections))
-    if recipe.text.language == "en":
-        return english or None
-    spanish = record.report("es", tuple(recipe.text.sections))
-    if spanish:
-        return spanish
-    if not english:
-        return None
-    try:
-        from training.bridge import spanish_target  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        raise TrainingError(
-            'text.language = "es" needs Spanish targets: the English-to-Spanish bridge '
-            f"(training.bridge.spanish_target) is not installed ({exc}); train with "
-            'text.language = "en" or install the bridge'
-        ) from exc
-    result: str | None = spanish_target(english)
-    return result
+@dataclass(frozen=True)
+class ReportTarget:
+    """The text the decoder learns to write for one report, section by section (either may be
+    empty). It is encoded ``[BOS] [HALLAZGOS] findings [IMPRESION] impression [EOS]``
+    (:func:`training.models.tokenizer.encode_report`, a section's token only when it has
+    text); the manifest names the section tokens and the runtime splits the decoded text at
+    them into "Hallazgos" and "Impresión" (:meth:`engine.text.ReportTokenizer.sections`)."""
+
+    findings: str = ""
+    impression: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.findings or self.impression)
+
+    @property
+    def text(self) -> str:
+        """Both sections as one text (the tokenizer's training corpus)."""
+        return " ".join(t for t in (self.findings, self.impression) if t)
+
+
+def _record_sections(record: StudyRecord, lang: str, wanted: Sequence[str]) -> dict[str, str]:
+    sections = record.sections.get(lang, {})
+    return {name: sections[name].strip() for name in wanted if sections.get(name, "").strip()}
+
+
+def report_target(record: StudyRecord, recipe: Recipe) -> ReportTarget | None:
+    """The target of one report in the recipe's language and sections, or None without text.
+
+    Spanish targets come from the record's Spanish sections, else from its English ones
+    through the English-to-Spanish bridge, one section at a time so each keeps its place."""
+    wanted = tuple(recipe.text.sections)
+    english = _record_sections(record, "en", wanted)
+    chosen = english
+    if recipe.text.language == "es":
+        chosen = _record_sections(record, "es", wanted)
+        if not chosen and english:
+            try:
+                from training.bridge import spanish_target  # type: ignore[import-not-found,unused-ignore]
+            except ImportError as exc:
+                raise TrainingError(
+                    'text.language = "es" needs Spanish targets: the English-to-Spanish bridge '
+                    f"(training.bridge.spanish_target) is not installed ({exc}); train with "
+                    'text.language = "en" or install the bridge'
+                ) from exc
+            bridged = {name: spanish_target(text) for name, text in english.items()}
+            chosen = {name: text for name, text in bridged.items() if text}
+    target = ReportTarget(chosen.get("findings", ""), chosen.get("impression", ""))
+    return target or None
 
 
 def report_findings(record: StudyRecord, recipe: Recipe) -> dict[str, str]:
@@ -273,14 +392,16 @@ class Reports:
         recipe: Recipe,
         keys: Sequence[str],
         tokenizer: Any,
-        texts: Sequence[str],
+        texts: Sequence[ReportTarget],
     ) -> None:
         from training.models.tokenizer import PAD, encode_report, token_id
 
         self.pad_id = token_id(tokenizer, PAD)
         self.max_tokens = recipe.text.max_tokens
         self.records = list(records)
-        self.ids = [encode_report(tokenizer, text)[: self.max_tokens] for text in texts]
+        self.ids = [
+            encode_report(tokenizer, t.findings, t.impression)[: self.max_tokens] for t in texts
+        ]
         found_all = [with_implied_no_finding(report_findings(r, recipe)) for r in self.records]
         self.states = torch.tensor(
             [prompt_states(found, keys) for found in found_all], dtype=torch.long
@@ -362,7 +483,9 @@ def _records(name: str, root: Path, split: str, **kwargs: Any) -> list[StudyReco
     return list(create_dataset(name, root, split=split, **kwargs))
 
 
-def _texts(records: list[StudyRecord], recipe: Recipe) -> tuple[list[StudyRecord], list[str]]:
+def _texts(
+    records: list[StudyRecord], recipe: Recipe
+) -> tuple[list[StudyRecord], list[ReportTarget]]:
     kept, texts = [], []
     for record in records:
         text = report_target(record, recipe)
@@ -379,13 +502,27 @@ def _texts(records: list[StudyRecord], recipe: Recipe) -> tuple[list[StudyRecord
     return kept, texts
 
 
-def input_spec(image_size: int, num_views: int) -> InputSpec:
-    """The model's input spec as export writes it into the manifest, so training prepares
-    images exactly as the engine will."""
+def _with_images(
+    images: LabeledImages, records: list[StudyRecord], texts: list[ReportTarget]
+) -> tuple[list[StudyRecord], list[ReportTarget]]:
+    """The reports of the studies whose images were kept (a refused image leaves its study
+    out of the paired data, report included)."""
+    kept = {record.study_id for record in images.records}
+    pairs = [(r, t) for r, t in zip(records, texts, strict=True) if r.study_id in kept]
+    return [r for r, _ in pairs], [t for _, t in pairs]
+
+
+def input_spec(image_size: int, num_views: int, letterbox: InputSection | None = None) -> InputSpec:
+    """The model's input spec as export writes it into the manifest (with the recipe's
+    train-time letterbox), so training prepares images exactly as the engine will."""
+    letterbox = letterbox or InputSection()
     return InputSpec(
         height=image_size,
         width=image_size,
         views=("frontal", "lateral") if num_views == 2 else ("frontal",),
+        train_letterbox=letterbox.train_letterbox,
+        train_letterbox_p=letterbox.train_letterbox_p,
+        train_aspect_range=letterbox.train_aspect_range,
     )
 
 
@@ -436,27 +573,38 @@ def build_data(recipe: Recipe, spec: InputSpec, tokenizer_json: str | None) -> R
     tokenizer = (
         Tokenizer.from_str(tokenizer_json)
         if tokenizer_json
-        else train_report_tokenizer(train_texts, vocab_size=recipe.text.vocab_size)
+        else train_report_tokenizer(
+            [t.text for t in train_texts], vocab_size=recipe.text.vocab_size
+        )
     )
     seed = recipe.run.seed
-    train_reports = Reports(iu_train, recipe, keys, tokenizer, train_texts)
-    val_reports = Reports(iu_val, recipe, keys, tokenizer, val_texts) if iu_val else None
     data = RunData(keys, spec, tokenizer, tuple(datasets))
     if recipe.path == "unpaired":
-        data.train_images = LabeledImages(nih_train, keys, spec, recipe.augment, seed)
+        data.train_images = LabeledImages(
+            nih_train, keys, spec, recipe.augment, seed, train=True, cache_side=d.image_cache_side
+        )
         data.val_images = LabeledImages(nih_val, keys, spec, None, seed) if nih_val else None
-        data.train_reports, data.val_reports = train_reports, val_reports
+        data.train_reports = Reports(iu_train, recipe, keys, tokenizer, train_texts)
+        if iu_val:
+            data.val_reports = Reports(iu_val, recipe, keys, tokenizer, val_texts)
         labels, mask = (
             torch.from_numpy(data.train_images.labels),
             torch.from_numpy(data.train_images.mask),
         )
     else:
-        train_img = LabeledImages(iu_train, keys, spec, recipe.augment, seed)
+        train_img = LabeledImages(
+            iu_train, keys, spec, recipe.augment, seed, train=True, cache_side=d.image_cache_side
+        )
+        train_records, kept_texts = _with_images(train_img, iu_train, train_texts)
+        train_reports = Reports(train_records, recipe, keys, tokenizer, kept_texts)
         data.train_pairs = PairedStudies(train_img, train_reports)
-        if iu_val and val_reports is not None:
-            data.val_pairs = PairedStudies(
-                LabeledImages(iu_val, keys, spec, None, seed), val_reports
-            )
+        if iu_val:
+            val_img = LabeledImages(iu_val, keys, spec, None, seed)
+            if len(val_img):
+                val_records, kept_texts = _with_images(val_img, iu_val, val_texts)
+                data.val_pairs = PairedStudies(
+                    val_img, Reports(val_records, recipe, keys, tokenizer, kept_texts)
+                )
         labels = torch.where(
             torch.from_numpy(train_img.mask) > 0,
             torch.from_numpy(train_img.labels),

@@ -90,7 +90,7 @@ class Trainer:
         from training.models.tokenizer import PAD, token_id
 
         probe = create_model_config(recipe)
-        spec = input_spec(probe["image_size"], probe["num_views"])
+        spec = input_spec(probe["image_size"], probe["num_views"], recipe.input)
         self.data = build_data(recipe, spec, checkpoint["tokenizer"] if checkpoint else None)
         self.pad_id = token_id(self.data.tokenizer, PAD)
         memory = ("findings",) if recipe.path == "unpaired" else ("image", "findings")
@@ -216,6 +216,7 @@ class Trainer:
             "state_dict": self.model.state_dict(),
             "tokenizer": self.data.tokenizer.to_str(),
             "finding_keys": list(self.data.keys),
+            "input_spec": self.data.spec.model_dump_json(),  # with the train-time letterbox
             "thresholds": {k: list(v) for k, v in self.thresholds.items()},
             "training": self._training_summary(),
             "optimizer": self.optimizer.state_dict(),

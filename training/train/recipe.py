@@ -58,12 +58,17 @@ class DataSection(_Section):
     max_val_reports: int = Field(default=0, ge=0)
     #: Finding keys the model scores; empty: every finding the image labels speak of.
     findings: tuple[str, ...] = ()
+    #: Longest side of the decoded training images kept in memory (0: twice the model input's
+    #: side); each step letterboxes and augments from this cache. Smaller images keep their
+    #: size, and no side goes below the engine's smallest analysed side.
+    image_cache_side: int = Field(default=0, ge=0)
 
 
 class TextSection(_Section):
     #: Language of the report the decoder learns to write.
     language: Literal["en", "es"] = "en"
-    #: Report sections used as the target, in reading order.
+    #: Report sections the decoder learns to write; each is kept apart in the target (its own
+    #: section token), so the engine writes "Hallazgos" and "Impresión" separately.
     sections: tuple[Literal["findings", "impression"], ...] = ("findings", "impression")
     #: Where the findings prompt of a training report comes from: the rule-based labeler on the
     #: report text, or the dataset's own labels (IU X-Ray: manual MeSH annotations).
@@ -107,8 +112,34 @@ class Objectives(_Section):
     lm: LMObjective = Field(default_factory=LMObjective)
 
 
+class InputSection(_Section):
+    """Train-time letterbox, written into the manifest's input spec (``engine.artifact.InputSpec``).
+
+    Served radiographs are rarely square (a portrait CR gets bars left and right) while NIH
+    images are: ``"random-aspect"`` places a share ``train_letterbox_p`` of training images at
+    an aspect ratio (width/height) drawn from ``train_aspect_range`` before the engine's
+    letterbox, so the model has seen the bars it will be served. Validation never does.
+    """
+
+    train_letterbox: Literal["none", "random-aspect"] = "random-aspect"
+    train_letterbox_p: float = Field(default=0.5, ge=0.0, le=1.0)
+    train_aspect_range: tuple[float, float] = (0.8, 1.0)
+
+    @model_validator(mode="after")
+    def _range(self) -> InputSection:
+        low, high = self.train_aspect_range
+        if not 0 < low <= high:
+            raise ValueError("input.train_aspect_range must be (low, high), 0 < low <= high")
+        return self
+
+
 class AugmentSection(_Section):
-    """Radiograph augmentation; never a horizontal flip (laterality is clinical information)."""
+    """Radiograph augmentation; never a horizontal flip (laterality is clinical information).
+
+    Intensities (contrast, brightness, gamma) change the [0, 1] display image and geometry
+    (rotation, scale, translation) moves it and its boxes, both before the engine's letterbox
+    (``training.train.augment``).
+    """
 
     enabled: bool = True
     rotate_degrees: float = Field(default=7.0, ge=0.0, le=30.0)
@@ -182,6 +213,7 @@ class Recipe(_Section):
     data: DataSection = Field(default_factory=DataSection)
     text: TextSection = Field(default_factory=TextSection)
     objectives: Objectives = Field(default_factory=Objectives)
+    input: InputSection = Field(default_factory=InputSection)
     augment: AugmentSection = Field(default_factory=AugmentSection)
     optim: OptimSection = Field(default_factory=OptimSection)
     run: RunSection = Field(default_factory=RunSection)
