@@ -30,6 +30,14 @@ logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "DICOMNODE__"
 CONFIG_ENV = "DICOMNODE_CONFIG"
+#: The demonstration engine committed with the sources (engines/cxr-unpaired-es/MODEL_CARD.md).
+BUNDLED_ENGINE = Path(__file__).resolve().parents[1] / "engines" / "cxr-unpaired-es"
+
+
+def bundled_engine() -> Path | None:
+    """The engine shipped beside the package (a source checkout), or None where it is not
+    there (e.g. an installed wheel): then the node receives but does not report."""
+    return BUNDLED_ENGINE if (BUNDLED_ENGINE / "manifest.json").is_file() else None
 
 
 def _check_ae_title(value: str) -> str:
@@ -236,9 +244,10 @@ class DeliveryConfig(_Section):
 
 
 class EngineConfig(_Section):
-    """The engine artifact the worker runs. No artifact: the node receives but does not report."""
+    """The engine artifact the worker runs. No artifact (``""``): the node receives but does
+    not report. Default: the demonstration engine of a source checkout."""
 
-    artifact: Path | None = None
+    artifact: Path | None = Field(default_factory=bundled_engine)
     backend: str = "onnxruntime"
     lease_seconds: float = Field(default=600.0, gt=0)
     # The worker renews its lease this often while the engine runs; 0: a third of the lease.
@@ -247,6 +256,12 @@ class EngineConfig(_Section):
     # studies back (one lease later) instead of holding them for ever.
     max_report_seconds: float = Field(default=3600.0, gt=0)
     batch_size: int = Field(default=4, ge=1)
+
+    @field_validator("artifact", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # TOML has no null: an empty string turns the default engine off.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _check_heartbeat(self) -> EngineConfig:
@@ -370,6 +385,17 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _resolve_engine_path(data: dict[str, Any], folder: Path) -> None:
+    """A relative ``engine.artifact`` in a file names a path beside that file, so a
+    configuration and its engine move together (the shipped file names the bundled engine)."""
+    engine = data.get("engine")
+    if not isinstance(engine, dict):
+        return
+    artifact = engine.get("artifact")
+    if isinstance(artifact, str) and artifact.strip() and not Path(artifact).is_absolute():
+        engine["artifact"] = str((folder / artifact).resolve())
+
+
 def load_config(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Load and validate the configuration.
 
@@ -393,6 +419,7 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
             ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+        _resolve_engine_path(data, path.parent)
     overrides = _env_overrides(environ)
     if overrides:
         source += " + DICOMNODE__* environment"

@@ -178,14 +178,14 @@ def test_worker_command_refuses_without_a_trained_engine(
     tmp_path: Path, tiny_artifact: EngineArtifact, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "node.toml"
-    config.write_text(f'[node]\ndata_dir = "{tmp_path / "data"}"\n', "utf-8")
+    node = f'[node]\ndata_dir = "{tmp_path / "data"}"\n'
+    config.write_text(node + '[engine]\nartifact = ""\n', "utf-8")  # "": no engine
     assert main(["--config", str(config), "worker"]) == 2
     err = capsys.readouterr().err
     assert "engine.artifact is not set" in err and "Traceback" not in err
 
     # The random-weight test engine must never report on patients, even if configured.
-    with config.open("a", encoding="utf-8") as f:
-        f.write(f'[engine]\nartifact = "{tiny_artifact.root}"\n')
+    config.write_text(node + f'[engine]\nartifact = "{tiny_artifact.root}"\n', "utf-8")
     assert main(["--config", str(config), "worker"]) == 2
     err = capsys.readouterr().err
     assert "test artifact" in err and "random" in err

@@ -101,3 +101,27 @@ def test_effective_config_written_without_password(tmp_path: Path) -> None:
     written = write_effective_config(config, tmp_path).read_text()
     assert "s3cret" not in written
     assert "node:***@db/node" in written
+
+
+def test_engine_artifact_defaults_to_the_bundled_engine_and_can_be_turned_off(
+    tmp_path: Path,
+) -> None:
+    from dicomnode.config import BUNDLED_ENGINE, bundled_engine
+
+    assert Config().engine.artifact == bundled_engine()
+    if (BUNDLED_ENGINE / "manifest.json").is_file():
+        assert Config().engine.artifact == BUNDLED_ENGINE and BUNDLED_ENGINE.is_absolute()
+    path = tmp_path / "node.toml"
+    path.write_text('[engine]\nartifact = ""\n')
+    assert load_config(path, environ={}).engine.artifact is None
+    assert load_config(environ={"DICOMNODE__ENGINE__ARTIFACT": '""'}).engine.artifact is None
+
+
+def test_relative_engine_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = folder / "node.toml"
+    path.write_text('[engine]\nartifact = "../engines/mine"\n')
+    assert load_config(path, environ={}).engine.artifact == tmp_path / "engines" / "mine"
+    path.write_text(f'[engine]\nartifact = "{tmp_path / "abs"}"\n')
+    assert load_config(path, environ={}).engine.artifact == tmp_path / "abs"

@@ -70,7 +70,7 @@ def test_report_without_an_engine_says_what_to_set(
     tmp_path: Path, dicom_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "node.toml"
-    config.write_text(f'[node]\ndata_dir = "{tmp_path / "data"}"\n')
+    config.write_text(f'[node]\ndata_dir = "{tmp_path / "data"}"\n[engine]\nartifact = ""\n')
     image = str(dicom_dir / "rg1_chest_cr_uncompressed.dcm")
     assert main(["--config", str(config), "report", image]) == 2
     assert "engine.artifact" in capsys.readouterr().err
