@@ -100,6 +100,24 @@ class PreparedStudy:
     row_direction: str = "L"
 
 
+def reconcile_no_finding(findings: tuple[FindingResult, ...]) -> tuple[FindingResult, ...]:
+    """"No finding" cannot be present beside a finding coded present (devices aside: they do
+    not make a study abnormal). The heads are independent, so both can pass their thresholds;
+    the named finding wins and "no finding" reads as uncertain, keeping its probability."""
+    abnormal = any(
+        f.presence == "present" and f.key not in ("no_finding", "support_devices")
+        for f in findings
+    )
+    if not abnormal:
+        return findings
+    return tuple(
+        replace(f, presence="uncertain")
+        if f.key == "no_finding" and f.presence == "present"
+        else f
+        for f in findings
+    )
+
+
 def presence_of(probability: float, spec: FindingSpec) -> Presence:
     if probability >= spec.threshold_present:
         return "present"
@@ -261,7 +279,7 @@ class Engine:
                     region=region,
                 )
             )
-        return tuple(results)
+        return reconcile_no_finding(tuple(results))
 
     def prompt_states(self, probs: NDArray[np.float32]) -> NDArray[np.int64]:
         """The findings prompt of each study: the state its probabilities read as, with the

@@ -102,7 +102,7 @@ def write_structured(
     summary: list[str] = []
     for f in present:
         if f.key == "support_devices":
-            text = "Dispositivos de soporte."
+            text = "Dispositivos médicos."
         elif f.key in FINDING_NOUNS:
             text = realise([_statement(f)])[0]
         else:
@@ -112,7 +112,7 @@ def write_structured(
     for f in uncertain:
         band = (bands or {}).get(f.key)
         if f.key == "support_devices":
-            text = "No se descartan dispositivos de soporte."
+            text = "No se descartan dispositivos médicos."
         elif f.key in FINDING_NOUNS:
             text = realise([_statement(f, _hedge(f, band))])[0]
         else:

@@ -238,3 +238,19 @@ def test_the_gate_thresholds_come_from_the_manifest(
     ds = copy.deepcopy(real_datasets["siim_chest_cr_jpeg_baseline.dcm"])
     ds.PatientAge = "004Y"
     assert engine.prepare_study([ds]).source_sop_instance_uids == (ds.SOPInstanceUID,)
+
+
+def test_no_finding_is_never_present_beside_a_present_finding() -> None:
+    from engine.result import FindingCode, FindingResult
+    from engine.runtime import reconcile_no_finding
+
+    def finding(key: str, presence: str, p: float) -> FindingResult:
+        return FindingResult(key, FindingCode(key[:16], "99CXR", key), presence, p)  # type: ignore[arg-type]
+
+    normal = finding("no_finding", "present", 0.9)
+    devices = finding("support_devices", "present", 0.8)
+    effusion = finding("pleural_effusion", "present", 0.7)
+    assert reconcile_no_finding((normal, devices)) == (normal, devices)
+    reconciled = reconcile_no_finding((normal, effusion))
+    assert reconciled[0].presence == "uncertain" and reconciled[0].probability == 0.9
+    assert reconciled[1] == effusion

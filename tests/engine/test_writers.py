@@ -216,6 +216,6 @@ def test_devices_alone_leave_the_impression_normal() -> None:
                 _f("pleural_effusion", "absent", 0.02)]
     sections = dict(write_structured(findings))
     assert sections["Impresión"] == (
-        "Sin hallazgos patológicos significativos. Dispositivos de soporte."
+        "Sin hallazgos patológicos significativos. Dispositivos médicos."
     )
-    assert sections["Hallazgos"].startswith("Dispositivos de soporte. Índice cardiotorácico")
+    assert sections["Hallazgos"].startswith("Dispositivos médicos. Índice cardiotorácico")
