@@ -115,6 +115,10 @@ class FindingsLabeler:
             found["no_finding"] = "present"
         return found
 
+    def readable_findings(self) -> frozenset[str]:
+        """The findings this language's rules can name (mentions or normal statements)."""
+        return frozenset(self.rules.mentions) | frozenset(self.rules.normal)
+
     def label_many(self, reports: Iterable[str]) -> list[dict[str, Presence]]:
         """:meth:`label` for each report."""
         return [self.label(r) for r in reports]

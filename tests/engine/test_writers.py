@@ -219,3 +219,17 @@ def test_devices_alone_leave_the_impression_normal() -> None:
         "Sin hallazgos patológicos significativos. Dispositivos médicos."
     )
     assert sections["Hallazgos"].startswith("Dispositivos médicos. Índice cardiotorácico")
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        # A present finding left out reads as a normal study to a hurried reader.
+        ("Sin neumotórax. Índice cardiotorácico conservado.",
+         "pleural_effusion: coded present, text does not mention it"),
+    ],
+)
+def test_neural_text_that_omits_a_present_finding_is_replaced(text: str, why: str) -> None:
+    written = choose_text("neural", FINDINGS_EFFUSION, (("Hallazgos", text),))
+    assert written.writer == "structured"
+    assert why in written.reason
