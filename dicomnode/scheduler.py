@@ -93,12 +93,18 @@ def schedule_stability_check(
     )
 
 
+#: Instances APScheduler may run of one serial job: one working, the others returning at once.
+SERIAL_JOB_INSTANCES = 5
+
+
 class SerialJob:
     """``func(*args)``, never two runs at once.
 
-    A tick that comes while a run is still going returns at once: APScheduler may start a
-    second instance (``max_instances=2``), so it never skips a tick and warns "maximum number
-    of running instances reached", and the work itself never overlaps. (Pausing the job from
+    A tick that comes while a run is still going returns at once: APScheduler may start more
+    instances (``max_instances=SERIAL_JOB_INSTANCES``; the extra ones only return), so it never
+    skips a tick and warns "maximum number of running instances reached", and the work itself
+    never overlaps. Several, not two: on a loaded machine a returning instance may not have
+    finished before the next tick. (Pausing the job from
     inside it would deadlock with ``shutdown(wait=True)``, which holds the job store lock.)
     :func:`run_job_now` asks for one more run: if a run is going, it runs again at its end,
     so work that arrived during it does not wait for the next interval.
@@ -137,7 +143,7 @@ def add_serial_job(
         "interval",
         seconds=seconds,
         id=job_id,
-        max_instances=2,
+        max_instances=SERIAL_JOB_INSTANCES,
         coalesce=True,
         # First run at start-up: the delivery job then takes back this node's own claims
         # left by a crash at once, and a long interval does not delay a restart's work.

@@ -26,32 +26,38 @@ def test_ddp_on_two_gloo_processes_matches_one_process(shared_data: Path, tmp_pa
     single = tmp_path / "single"
     train(load_recipe(UNPAIRED, tiny_overrides(shared_data, single, **extra)))
 
-    ddp = tmp_path / "ddp"
-    sets = [a for o in tiny_overrides(shared_data, ddp, **extra) for a in ("--set", o)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
-            "-m",
-            "training.cli",
-            "train",
-            str(UNPAIRED),
-            *sets,
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    # Seen once in three clean CI runs on 2 loaded cores: a rank aborted at exit with "terminate
+    # called without an active exception" (a C++ thread of the gloo process group torn down at
+    # interpreter exit). One more try only for that exact abort; any other failure fails.
+    for attempt in range(2):
+        ddp = tmp_path / f"ddp{attempt}"
+        sets = [a for o in tiny_overrides(shared_data, ddp, **extra) for a in ("--set", o)]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                "2",
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                str(free_port()),
+                "-m",
+                "training.cli",
+                "train",
+                str(UNPAIRED),
+                *sets,
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        if proc.returncode == 0 or "terminate called without an active" not in proc.stderr:
+            break
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     want, got = read_steps(single), read_steps(ddp)
