@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicomnode.config import Config, DeliveryConfig, DestinationConfig
 from dicomnode.db import Delivery, DeliveryState, Study, session_scope, utcnow
 from dicomnode.exceptions import DicomNodeError
+from dicomnode.outage import DATABASE_DOWN, OutageLog
 from dicomnode.sender import (
     Destination,
     StoreLink,
@@ -463,6 +464,7 @@ class DeliveryJob:
         self.data_dir = data_dir
         self.identity = node_identity(config)
         self._resumed = False
+        self.outage = OutageLog("reports wait; the next delivery run retries")
         self._lock = threading.Lock()
 
     def __call__(self) -> None:
@@ -477,7 +479,12 @@ class DeliveryJob:
                 # The run's claims may be left behind (the database went away mid-run): the
                 # next run takes them back at once rather than waiting for them to expire.
                 self._resumed = False
-                logger.error("delivery run failed, will retry: %s", exc)
+                if isinstance(exc, DATABASE_DOWN):
+                    self.outage.failed(exc, "delivering reports")
+                else:
+                    logger.error("delivery run failed, will retry: %s", exc)
+            else:
+                self.outage.ok()
 
 
 @dataclass

@@ -28,6 +28,7 @@ from dicomnode.db import (
     session_scope,
     utcnow,
 )
+from dicomnode.outage import DATABASE_DOWN, OutageLog
 from dicomnode.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -92,11 +93,24 @@ def purge_expired_studies(
     return purged
 
 
-def retention_job(
-    sessions: sessionmaker[Session], spool: Spool, data_dir: Path, keep_days: float
-) -> None:
-    """Scheduler entry point."""
-    try:
-        purge_expired_studies(sessions, spool, data_dir, timedelta(days=keep_days))
-    except (SQLAlchemyError, OSError) as exc:
-        logger.error("retention run failed, will retry: %s", exc)
+class RetentionJob:
+    """The scheduler's retention run; a database outage is logged once, not every run."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], spool: Spool, data_dir: Path, keep_days: float
+    ) -> None:
+        self.sessions = sessions
+        self.spool = spool
+        self.data_dir = data_dir
+        self.keep = timedelta(days=keep_days)
+        self.outage = OutageLog("expired studies stay; the next retention run retries")
+
+    def __call__(self) -> None:
+        try:
+            purge_expired_studies(self.sessions, self.spool, self.data_dir, self.keep)
+        except DATABASE_DOWN as exc:
+            self.outage.failed(exc, "removing expired studies")
+        except (SQLAlchemyError, OSError) as exc:
+            logger.error("retention run failed, will retry: %s", exc)
+        else:
+            self.outage.ok()

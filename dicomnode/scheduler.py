@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicomnode.config import Config
 from dicomnode.db import StudyState, session_scope
 from dicomnode.delivery import DeliveryJob
-from dicomnode.retention import retention_job
+from dicomnode.outage import DATABASE_DOWN, OutageLog
+from dicomnode.retention import RetentionJob
 from dicomnode.spool import Spool
 from dicomnode.studies import mark_stable_studies
 from dicomnode.wakeups import QUEUED_CHANNEL, notify
@@ -53,6 +54,7 @@ class StabilityCheck:
         self.sessions = sessions
         self.window = timedelta(seconds=window_seconds)
         self.on_queued = on_queued
+        self.outage = OutageLog("studies wait; the next check retries")
         self._lock = threading.Lock()
 
     def __call__(self, settle: bool = False) -> None:
@@ -66,10 +68,14 @@ class StabilityCheck:
                     queued = any(state == StudyState.QUEUED for _, state in moved)
                     if queued:
                         notify(session, QUEUED_CHANNEL)
+            except DATABASE_DOWN as exc:
+                self.outage.failed(exc, "checking study stability")
+                return
             except SQLAlchemyError as exc:
                 # The next run retries; nothing is lost because the state lives in the database.
                 logger.error("stability check failed, will retry: %s", exc)
                 return
+            self.outage.ok()
         if queued and self.on_queued is not None:
             self.on_queued()
 
@@ -188,9 +194,9 @@ def create_scheduler(
     if config.retention.keep_days > 0:
         add_serial_job(
             scheduler,
-            retention_job,
+            RetentionJob(sessions, spool, data_dir, config.retention.keep_days),
             config.retention.check_interval_seconds,
             "retention",
-            [sessions, spool, data_dir, config.retention.keep_days],
+            [],
         )
     return scheduler

@@ -31,7 +31,6 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import Engine, and_, or_, select, update
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicomnode import studies as lifecycle
@@ -51,6 +50,7 @@ from dicomnode.delivery import (
     enqueue_deliveries,
     supersede_older,
 )
+from dicomnode.outage import DATABASE_DOWN, OutageLog
 from dicomnode.report import build_report_objects
 from dicomnode.spool import Spool, write_durably
 from dicomnode.wakeups import (
@@ -68,9 +68,6 @@ logger = logging.getLogger(__name__)
 # After this many claims without a result (worker crashes, engine errors) a study fails.
 MAX_STUDY_ATTEMPTS = 3
 
-# Errors that mean "the database cannot be reached now", as opposed to a bug or bad schema.
-DATABASE_DOWN = (OperationalError, InterfaceError)
-
 # Structured Report storage SOP classes share this prefix (PS3.4 B.5).
 _SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 
@@ -85,32 +82,21 @@ class OutageBackoff:
         self.initial = initial
         self.maximum = maximum
         self.stop = stop
-        self.down_since: float | None = None
+        self.log = OutageLog(
+            f"waiting and retrying with backoff (up to {maximum:.0f} s apart) until it is back"
+        )
         self._delay = initial
 
     def failed(self, exc: BaseException, doing: str) -> None:
         """Log the outage if it is new, then sleep (interrupted by ``stop``)."""
-        if self.down_since is None:
-            self.down_since = time.monotonic()
+        if self.log.failed(exc, doing):
             self._delay = self.initial
-            logger.error(
-                "database unreachable while %s; waiting and retrying with backoff (up to "
-                "%.0f s apart) until it is back: %s",
-                doing,
-                self.maximum,
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-            )
         else:
             self._delay = min(self.maximum, self._delay * 2)
         self.stop.wait(self._delay)
 
     def ok(self) -> None:
-        if self.down_since is not None:
-            logger.warning(
-                "database reachable again after %.1f s; resuming",
-                time.monotonic() - self.down_since,
-            )
-            self.down_since = None
+        self.log.ok()
 
     def call(self, func: Callable[[], T], doing: str) -> T | None:
         """``func()``, retried through outages; ``None`` if stopped before it succeeded."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -22,11 +23,17 @@ from dicomnode.db import (
     QuarantineEntry,
     Study,
     StudyState,
+    create_db_engine,
+    create_session_factory,
     migrate_database,
     session_scope,
 )
+from dicomnode.delivery import DeliveryJob
 from dicomnode.exceptions import DicomNodeError
+from dicomnode.retention import RetentionJob
+from dicomnode.scheduler import StabilityCheck
 from dicomnode.server import ReceivingNode
+from dicomnode.spool import Spool
 from dicomnode.studies import routable_instance_paths
 
 from .conftest import node_config, renamed_copy, send_datasets
@@ -367,3 +374,35 @@ def test_a_duplicate_fills_in_a_sender_the_database_lacks(node, dicom_dir: Path)
     assert send_datasets(node.port, [ds], calling_ae="ROOM1") == [0]
     study = next(iter(_studies(node).values()))
     assert (study.calling_ae_title, study.source_address) == ("ROOM1", "127.0.0.1")
+
+
+def test_scheduled_jobs_log_a_database_outage_once_and_its_end(tmp_path: Path, caplog) -> None:
+    """Stability, delivery and retention runs each log an outage once, not on every run."""
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    migrate_database(url)
+    good = create_db_engine(url)
+    gone = create_db_engine(f"sqlite:///{tmp_path / 'no-such-dir' / 'node.db'}")
+    sessions = create_session_factory(gone)
+    config = node_config(tmp_path)
+    jobs = [
+        StabilityCheck(sessions, 1.0),
+        DeliveryJob(sessions, config, tmp_path),
+        RetentionJob(sessions, Spool(tmp_path / "spool"), tmp_path, 30),
+    ]
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(4):
+            for job in jobs:
+                job()
+        sessions.configure(bind=good)
+        for job in jobs:
+            job()
+            job()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage().split(";")[0] for r in errors] == [
+        "database unreachable while checking study stability",
+        "database unreachable while delivering reports",
+        "database unreachable while removing expired studies",
+    ]
+    assert caplog.text.count("database reachable again") == 3
+    good.dispose()
+    gone.dispose()
