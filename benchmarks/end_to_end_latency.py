@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,14 +36,11 @@ from typing import Any
 import pydicom
 from pydicom.uid import BasicTextSRStorage
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from node_process import REPO as ROOT
+from node_process import dcmtk, free_port, wait_listening
+
 DEFAULT_FILE = ROOT.parent / "shared" / "data" / "dicom" / "rg1_chest_cr_uncompressed.dcm"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def evaluation_engine(out: Path) -> Path:
@@ -84,15 +80,6 @@ def wait_for(folder: Path, deadline: float) -> float | None:
     return None
 
 
-def wait_listening(port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
 def run_once(
     mode: str, artifact: Path, files: list[Path], window: float, work: Path
 ) -> dict[str, Any]:
@@ -115,23 +102,22 @@ def run_once(
     cli = [sys.executable, "-m", "dicomnode.cli", "--log-level", "WARNING"]
     procs = [
         subprocess.Popen(
-            ["storescp", "-aet", "STORESCP", "-od", str(received), "+xa", str(dest_port)],
+            [dcmtk("storescp"), "-aet", "STORESCP", "-od", str(received), "+xa", str(dest_port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ),
         subprocess.Popen([*cli, "serve"], env=env, stdout=subprocess.DEVNULL),
     ]
     try:
-        deadline = time.monotonic() + 120
-        wait_listening(port, deadline)
-        wait_listening(dest_port, deadline)
+        wait_listening(port, 120)
+        wait_listening(dest_port, 120)
         if mode == "separate":
             procs.append(subprocess.Popen([*cli, "worker"], env=env, stdout=subprocess.DEVNULL))
             time.sleep(5)  # the worker loads its engine before the study arrives
         else:
             time.sleep(1)
         subprocess.run(
-            ["storescu", "-xs", "-aec", "CXRNODE", "127.0.0.1", str(port), *map(str, files)],
+            [dcmtk("storescu"), "-xs", "-aec", "CXRNODE", "127.0.0.1", str(port), *map(str, files)],
             check=True,
             capture_output=True,
         )

@@ -10,7 +10,6 @@ DCMTK storescu, and prints the server's peak resident memory (VmHWM) before and 
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -21,9 +20,7 @@ import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from receive_throughput import dcmtk, free_port, wait_listening
-
-REPO = Path(__file__).resolve().parents[1]
+from node_process import REPO, dcmtk, free_port, receive_only_config, serving
 
 
 def big_image(path: Path, mebibytes: int, source: Path) -> int:
@@ -53,48 +50,20 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cxr-mem-") as tmp:
         work = Path(tmp)
-        size = big_image(work / "big.dcm", args.mb, args.data / "rg1_chest_cr_uncompressed.dcm")
+        big = work / "big.dcm"
+        size = big_image(big, args.mb, args.data / "rg1_chest_cr_uncompressed.dcm")
         port = free_port()
-        config = work / "node.toml"
-        config.write_text(
-            f'[node]\nbind_address = "127.0.0.1"\nport = {port}\ndata_dir = "{work / "d"}"\n'
-            f"min_free_disk_mb = 1\nmaximum_pdu_size = 131072\n"
+        config = receive_only_config(
+            work / "node.toml", port, work / "d", "maximum_pdu_size = 131072"
         )
-        env = {**os.environ, "PYTHONPATH": str(args.repo.resolve())}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dicomnode.cli",
-                "--log-level",
-                "WARNING",
-                "--config",
-                str(config),
-                "serve",
-            ],
-            stdout=subprocess.DEVNULL,
-            env=env,
-            cwd=args.repo,
-        )
-        try:
-            wait_listening(port)
+        with serving(config=config, repo=args.repo, port=port) as proc:
             idle = peak_rss_mib(proc.pid)
             sent = subprocess.run(
-                [
-                    dcmtk("storescu"),
-                    "-aec",
-                    "CXRNODE",
-                    "127.0.0.1",
-                    str(port),
-                    str(work / "big.dcm"),
-                ],
+                [dcmtk("storescu"), "-aec", "CXRNODE", "127.0.0.1", str(port), str(big)],
                 capture_output=True,
                 text=True,
             )
             peak = peak_rss_mib(proc.pid)
-        finally:
-            proc.terminate()
-            proc.wait(30)
         stored = list((work / "d" / "spool" / "instances").rglob("*.dcm"))
     print(
         f"repo {args.repo}: data set {size / 2**20:.0f} MiB, storescu rc {sent.returncode}, "

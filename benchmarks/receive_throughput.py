@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,38 +21,15 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import generate_uid
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from node_process import REPO, dcmtk, free_port, receive_only_config, serving, wait_listening
+
 STORESCU_FLAG = {
     "1.2.840.10008.1.2.1": [],
     "1.2.840.10008.1.2.4.90": ["-xv"],
     "1.2.840.10008.1.2.4.91": ["-xw"],
     "1.2.840.10008.1.2.4.50": ["-xy"],
 }
-
-
-def dcmtk(name: str) -> str:
-    # pynetdicom installs scripts of the same names that shadow DCMTK's in a virtualenv.
-    for directory in ("/usr/bin", "/usr/local/bin"):
-        path = shutil.which(name, path=directory)
-        if path:
-            return path
-    sys.exit(f"DCMTK's {name} not found in /usr/bin: install Debian's dcmtk")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_listening(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
 
 
 def make_set(source_dir: Path, copies: int, out: Path) -> dict[str, list[Path]]:
@@ -92,30 +68,9 @@ def run_node(groups: dict[str, list[Path]], work: Path) -> float:
     port = free_port()
     data = work / "node-data"
     shutil.rmtree(data, ignore_errors=True)
-    config = work / "node.toml"
-    config.write_text(
-        f'[node]\nbind_address = "127.0.0.1"\nport = {port}\ndata_dir = "{data}"\n'
-        "min_free_disk_mb = 1\n"
-    )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dicomnode.cli",
-            "--log-level",
-            "WARNING",
-            "--config",
-            str(config),
-            "serve",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_listening(port)
+    config = receive_only_config(work / "node.toml", port, data)
+    with serving(config=config, port=port):
         seconds = send(port, "CXRNODE", groups)
-    finally:
-        proc.terminate()
-        proc.wait(30)
     check_count(data / "spool" / "instances", groups)
     return seconds
 

@@ -38,12 +38,10 @@ from dicomnode.report.provenance import (
     algorithm_identification,
     analysed_frame,
     analysed_images_text,
-    contributing_equipment,
     disclaimer_text,
+    draft_sr_arguments,
     finish_draft_header,
     observation_context,
-    performed_procedure_codes,
-    referenced_requests,
 )
 from dicomnode.uids import DEFAULT_UID_ROOT, derive_uid
 from engine.result import FindingResult, Region, StudyReport
@@ -337,20 +335,12 @@ class FindingsMeasurementReport(hd.sr.Comprehensive3DSR):
         set_library_modalities(content[0], by_uid)
         content[0].ContentSequence.append(narrative_evaluations(report, list(by_uid.values())))
         super().__init__(
-            evidence=list(by_uid.values()),
             content=content[0],
             series_instance_uid=series_instance_uid,
             series_number=series_number,
             sop_instance_uid=sop_instance_uid,
             instance_number=instance_number,
-            manufacturer=report.engine.manufacturer,
-            is_complete=False,
-            is_final=False,
-            is_verified=False,
             institution_name=institution_name,
-            performed_procedure_codes=performed_procedure_codes(list(by_uid.values())),
-            requested_procedures=referenced_requests(list(by_uid.values())),
-            contributing_equipment=[contributing_equipment(report.engine)],
-            specific_character_set="ISO_IR 192",
+            **draft_sr_arguments(report, list(by_uid.values())),
         )
         finish_draft_header(self, report)

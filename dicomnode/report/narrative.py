@@ -29,12 +29,10 @@ from pydicom.uid import BasicTextSRStorage
 from dicomnode.report import codes
 from dicomnode.report.provenance import (
     analysed_images_text,
-    contributing_equipment,
     disclaimer_text,
+    draft_sr_arguments,
     finish_draft_header,
     observation_context,
-    performed_procedure_codes,
-    referenced_requests,
 )
 from dicomnode.uids import DEFAULT_UID_ROOT
 from engine.result import StudyReport
@@ -152,20 +150,12 @@ class NarrativeReport(BasicTextSR):
             raise ValueError("sources must hold at least one source image dataset")
         by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
         super().__init__(
-            evidence=list(by_uid.values()),
             content=diagnostic_imaging_report(report, list(by_uid.values()), root=uid_root),
             series_instance_uid=series_instance_uid,
             series_number=series_number,
             sop_instance_uid=sop_instance_uid,
             instance_number=instance_number,
-            manufacturer=report.engine.manufacturer,
-            is_complete=False,
-            is_final=False,
-            is_verified=False,
             institution_name=institution_name,
-            performed_procedure_codes=performed_procedure_codes(list(by_uid.values())),
-            requested_procedures=referenced_requests(list(by_uid.values())),
-            contributing_equipment=[contributing_equipment(report.engine)],
-            specific_character_set="ISO_IR 192",
+            **draft_sr_arguments(report, list(by_uid.values())),
         )
         finish_draft_header(self, report)

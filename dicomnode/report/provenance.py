@@ -16,6 +16,7 @@ import copy
 import logging
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import highdicom as hd
 from pydicom import Dataset, config
@@ -185,6 +186,22 @@ def performed_procedure_codes(sources: Sequence[Dataset]) -> list[hd.sr.CodedCon
                 continue
             found.setdefault((concept.value, concept.scheme_designator), concept)
     return list(found.values()) or [codes.CHEST_RADIOGRAPH]
+
+
+def draft_sr_arguments(report: StudyReport, evidence: Sequence[Dataset]) -> dict[str, Any]:
+    """The highdicom SR constructor arguments every draft document shares: a preliminary,
+    unverified document from the engine, in UTF-8, with the source images' procedures."""
+    return {
+        "evidence": list(evidence),
+        "manufacturer": report.engine.manufacturer,
+        "is_complete": False,
+        "is_final": False,
+        "is_verified": False,
+        "performed_procedure_codes": performed_procedure_codes(evidence),
+        "requested_procedures": referenced_requests(evidence),
+        "contributing_equipment": [contributing_equipment(report.engine)],
+        "specific_character_set": "ISO_IR 192",
+    }
 
 
 def finish_draft_header(dataset: Dataset, report: StudyReport) -> None:
