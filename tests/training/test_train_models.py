@@ -103,7 +103,7 @@ def test_prompt_artifact_reports_with_the_predicted_findings_on_both_cpu_backend
     from engine.runtime import create_engine
 
     manifest = prompt_artifact.manifest
-    assert manifest.format_version == "1.1" and manifest.prompt is not None
+    assert manifest.format_version == "1.2" and manifest.prompt is not None
     assert manifest.decoder.memory == ("image", "findings")
     assert manifest.decoder.memory_tokens == 16 + N_FINDINGS  # 4x4 image tokens + prompt
     ds = pydicom.dcmread(dicom_dir / "siim_chest_cr_jpeg_baseline.dcm")
