@@ -10,8 +10,9 @@ encoder's pooled features to their distribution on the NIH training images.
    ``--percentile`` of the *validation* distances (train distances are optimistic: the
    covariance was fitted on them). Writes ``feature_stats.npz`` into the engine and sets
    ``gate.max_feature_distance``/``gate.feature_stats`` in its manifest (and the checksums of
-   the files it names; other manifest fields are left as they are). Without ``--calibrate``
-   the engine's committed statistics and threshold are measured.
+   the files it names; other manifest fields are left as they are; ``--dry-run`` leaves the
+   engine alone). Without ``--calibrate`` the engine's committed statistics and threshold are
+   measured.
 3. Refusals per set, with 95% bootstrap intervals over patients where patients are known:
    NIH test (false refusals), Hannover (another hospital), the real chest DICOMs, lateral
    chest radiographs, and sets that are not what the engine was made for: the canine thorax
@@ -322,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--calibrate", action="store_true",
                    help="fit the statistics and the threshold and write them into the engine")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --calibrate: measure the fitted gate, leave the engine as it is")
     p.add_argument("--percentile", type=float, default=99.5)
     p.add_argument("--covariance", choices=COVARIANCES, default="diagonal",
                    help="diagonal: each feature standardised by its training spread (default; "
@@ -385,8 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         stats = FeatureStatistics.fit(matrix("nih-train"), args.covariance)
         threshold = round(float(np.percentile(stats.distances(matrix("nih-val")),
                                               args.percentile)), 4)
-        stats.save(stats_path)
-        update_manifest(args.engine, threshold)
+        if not args.dry_run:
+            stats.save(stats_path)
+            update_manifest(args.engine, threshold)
     else:
         gate = artifact.manifest.gate
         if gate.max_feature_distance is None:

@@ -49,7 +49,9 @@ def _enlarged(grey: np.ndarray, side: int = 1024) -> np.ndarray:
     return np.kron(grey, np.ones((side // grey.shape[0], side // grey.shape[1])))
 
 
-@pytest.mark.parametrize("name", ["rg1_chest_cr_uncompressed.dcm", "siim_chest_cr_jpeg_baseline.dcm"])
+@pytest.mark.parametrize(
+    "name", ["rg1_chest_cr_uncompressed.dcm", "siim_chest_cr_jpeg_baseline.dcm"]
+)
 def test_real_chest_radiographs_pass_the_image_gate(
     bundled_engine: Engine, dicom_dir: Path, name: str
 ) -> None:
