@@ -303,6 +303,13 @@ class EngineManifest(_Strict):
                     f"graph {name!r} must have inputs {inputs} and outputs "
                     f"{' or '.join(map(str, allowed))}, got {graph.inputs} and {graph.outputs}"
                 )
+        if ("findings" in self.decoder.memory) != (self.prompt is not None):
+            raise ValueError(
+                "decoder.memory names 'findings' exactly when a prompt table is given; got "
+                f"memory {self.decoder.memory} and prompt {self.prompt}"
+            )
+        if self.prompt is not None and _parse_version(self.format_version) < (1, 1):
+            raise ValueError(f"a findings prompt needs format 1.1, got {self.format_version}")
         version = _parse_version(self.format_version)
         if self.has_image_features and version < (1, 2):
             raise ValueError(
@@ -314,13 +321,6 @@ class EngineManifest(_Strict):
                 "gate.feature_stats needs the encoder's "
                 f"{ENCODER_FEATURES!r} output (graphs.encoder.outputs); re-export the engine"
             )
-        if ("findings" in self.decoder.memory) != (self.prompt is not None):
-            raise ValueError(
-                "decoder.memory names 'findings' exactly when a prompt table is given; got "
-                f"memory {self.decoder.memory} and prompt {self.prompt}"
-            )
-        if self.prompt is not None and _parse_version(self.format_version) < (1, 1):
-            raise ValueError(f"a findings prompt needs format 1.1, got {self.format_version}")
         ids = (self.tokenizer.bos_id, self.tokenizer.eos_id, self.tokenizer.pad_id)
         if max(ids) >= self.decoder.vocab_size:
             raise ValueError(f"special token ids {ids} exceed vocab_size {self.decoder.vocab_size}")
