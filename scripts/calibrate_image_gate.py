@@ -160,26 +160,25 @@ def transformed(path: Path, how: str) -> Loader:
     return load
 
 
+def constant(array: np.ndarray) -> Loader:
+    return lambda: array
+
+
 def synthetic_items(seed: int = 0) -> list[Item]:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:512, 0:512] / 511.0
     items = []
     for i in range(3):
-        noise = rng.random((512, 512))
-        items.append(Item(f"uniform-noise-{i}", lambda n=noise: n))
-        coarse = rng.random((16, 16))
-        smooth = np.asarray(
-            Image.fromarray(coarse.astype(np.float32), mode="F").resize(
-                (512, 512), Image.Resampling.BICUBIC
-            ),
-            dtype=np.float64,
-        )
-        items.append(Item(f"smooth-noise-{i}", lambda s=smooth: s))
-    items.append(Item("gradient-horizontal", lambda: xx.copy()))
-    items.append(Item("gradient-radial", lambda: 1.0 - np.hypot(xx - 0.5, yy - 0.5)))
-    items.append(Item("checkerboard", lambda: ((xx * 8).astype(int) + (yy * 8).astype(int)) % 2
-                      * 1.0))
-    items.append(Item("bright-disc", lambda: (np.hypot(xx - 0.5, yy - 0.5) < 0.35) * 0.8 + 0.1))
+        items.append(Item(f"uniform-noise-{i}", constant(rng.random((512, 512)))))
+        coarse = Image.fromarray(rng.random((16, 16)).astype(np.float32), mode="F")
+        smooth = coarse.resize((512, 512), Image.Resampling.BICUBIC)
+        items.append(Item(f"smooth-noise-{i}", constant(np.asarray(smooth, dtype=np.float64))))
+    disc = np.hypot(xx - 0.5, yy - 0.5)
+    items.append(Item("gradient-horizontal", constant(xx)))
+    items.append(Item("gradient-radial", constant(1.0 - disc)))
+    checker = ((xx * 8).astype(int) + (yy * 8).astype(int)) % 2
+    items.append(Item("checkerboard", constant(checker.astype(np.float64))))
+    items.append(Item("bright-disc", constant((disc < 0.35) * 0.8 + 0.1)))
     return items
 
 
@@ -187,7 +186,7 @@ def nih_items(root: Path, split: str) -> list[Item]:
     out = []
     for record in NIHChestXray14Dataset(root, split=split):
         path = Path(record.images[0].path)
-        out.append(Item(record.study_id, file_loader(path), record.patient_id, path=path))
+        out.append(Item(record.study_id, file_loader(path), record.patient_id or "", path=path))
     return out
 
 
@@ -339,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     artifact = load_artifact(args.engine)
     extractor = FeatureExtractor(artifact, args.threads)
     nih, dicom = args.data / "nih", args.data / "dicom"
-    pydicom_files = Path(pydicom.data.get_testdata_file("CT_small.dcm")).parent  # type: ignore[attr-defined]
+    pydicom_files = Path(str(pydicom.data.get_testdata_file("CT_small.dcm"))).parent
     nih_test = nih_items(nih, "test")
     chest_dicoms = sorted(p for p in dicom.glob("*.dcm") if p.name != CANINE)
     sets: list[tuple[str, str, str, list[Item]]] = [
