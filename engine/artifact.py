@@ -5,12 +5,15 @@ Layout::
 
     manifest.json          what the artifact is (schema :class:`EngineManifest`) + file checksums
     encoder.onnx           image(s) -> finding probabilities, boxes, image keys/values
+                           (1.2: and the pooled image features the image gate measures)
     decoder_step.onnx      one incremental decoding step with an explicit key/value cache
     encoder.pt2            the same graphs as ``torch.export`` programs (PyTorch backend)
     decoder_step.pt2
     tokenizer.json         Hugging Face ``tokenizers`` file
     finding_prompt.npz     (1.1) keys/values of the findings prompt tokens, when the decoder
                            attends to the predicted findings (``decoder.memory``)
+    feature_stats.npz      (1.2) the training distribution of the encoder's features, for the
+                           image gate (``gate.feature_stats``, engine.gate.FeatureStatistics)
     tensorrt/*.plan        optional TensorRT engines built for one GPU and TensorRT version
 
 The manifest is the single source of truth the runtime reads: finding set (codes, Spanish
@@ -21,7 +24,9 @@ naming the file and the reason.
 Format history: 1.0 decoders attend to the image tokens only. 1.1 adds ``decoder.memory``
 (image tokens, the findings prompt, or both), the ``prompt`` table and the training path
 (``training.path``/``training.datasets``); a 1.0 manifest reads as a 1.1 one with an image-only
-decoder, so this runtime serves both.
+decoder, so this runtime serves both. 1.2 adds the encoder's optional ``features`` output
+and the image gate (``gate.feature_stats`` with ``gate.max_feature_distance``); an artifact
+without them is served with the image gate off (the runtime logs why).
 """
 
 from __future__ import annotations
@@ -52,12 +57,14 @@ from engine.result import EngineIdentity, FindingCode
 logger = logging.getLogger(__name__)
 
 #: Format this runtime writes and reads. Major must match; a newer minor needs a newer runtime.
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 MANIFEST_NAME = "manifest.json"
 ENCODER_GRAPH = "encoder"
 DECODER_GRAPH = "decoder_step"
 ENCODER_INPUTS = ("images",)
 ENCODER_OUTPUTS = ("probs", "boxes", "cross_keys", "cross_values")
+#: Optional last encoder output (format 1.2): the pooled image features ``[B, D]``.
+ENCODER_FEATURES = "features"
 DECODER_INPUTS = ("tokens", "cross_keys", "cross_values", "past_keys", "past_values")
 DECODER_OUTPUTS = ("logits", "present_keys", "present_values")
 
@@ -280,17 +287,21 @@ class EngineManifest(_Strict):
         keys = [f.key for f in self.findings]
         if len(set(keys)) != len(keys):
             raise ValueError(f"finding keys repeat: {keys}")
-        for name, inputs, outputs in (
-            (ENCODER_GRAPH, ENCODER_INPUTS, ENCODER_OUTPUTS),
-            (DECODER_GRAPH, DECODER_INPUTS, DECODER_OUTPUTS),
+        for name, inputs, allowed in (
+            (
+                ENCODER_GRAPH,
+                ENCODER_INPUTS,
+                (ENCODER_OUTPUTS, (*ENCODER_OUTPUTS, ENCODER_FEATURES)),
+            ),
+            (DECODER_GRAPH, DECODER_INPUTS, (DECODER_OUTPUTS,)),
         ):
             graph = self.graphs.get(name)
             if graph is None:
                 raise ValueError(f"graphs must describe {name!r}")
-            if graph.inputs != inputs or graph.outputs != outputs:
+            if graph.inputs != inputs or graph.outputs not in allowed:
                 raise ValueError(
-                    f"graph {name!r} must have inputs {inputs} and outputs {outputs}, "
-                    f"got {graph.inputs} and {graph.outputs}"
+                    f"graph {name!r} must have inputs {inputs} and outputs "
+                    f"{' or '.join(map(str, allowed))}, got {graph.inputs} and {graph.outputs}"
                 )
         if ("findings" in self.decoder.memory) != (self.prompt is not None):
             raise ValueError(
@@ -299,10 +310,26 @@ class EngineManifest(_Strict):
             )
         if self.prompt is not None and _parse_version(self.format_version) < (1, 1):
             raise ValueError(f"a findings prompt needs format 1.1, got {self.format_version}")
+        version = _parse_version(self.format_version)
+        if self.has_image_features and version < (1, 2):
+            raise ValueError(
+                f"graphs.encoder.outputs: the {ENCODER_FEATURES!r} output needs format 1.2, "
+                f"got {self.format_version}"
+            )
+        if self.gate.feature_stats is not None and not self.has_image_features:
+            raise ValueError(
+                "gate.feature_stats needs the encoder's "
+                f"{ENCODER_FEATURES!r} output (graphs.encoder.outputs); re-export the engine"
+            )
         ids = (self.tokenizer.bos_id, self.tokenizer.eos_id, self.tokenizer.pad_id)
         if max(ids) >= self.decoder.vocab_size:
             raise ValueError(f"special token ids {ids} exceed vocab_size {self.decoder.vocab_size}")
         return self
+
+    @property
+    def has_image_features(self) -> bool:
+        """Whether the encoder outputs the pooled features the image gate measures."""
+        return ENCODER_FEATURES in self.graphs[ENCODER_GRAPH].outputs
 
     @property
     def locatable_findings(self) -> tuple[FindingSpec, ...]:
@@ -310,10 +337,12 @@ class EngineManifest(_Strict):
         return tuple(f for f in self.findings if f.locatable)
 
     def referenced_files(self) -> list[str]:
-        """Every file the manifest names (graphs, tokenizer, plans)."""
+        """Every file the manifest names (graphs, tokenizer, prompt, gate statistics, plans)."""
         names = [self.tokenizer.file]
         if self.prompt is not None:
             names.append(self.prompt.file)
+        if self.gate.feature_stats is not None:
+            names.append(self.gate.feature_stats)
         for graph in self.graphs.values():
             names.append(graph.onnx)
             if graph.torch:

@@ -6,19 +6,30 @@ given to the model; a study whose images all fail is *not reportable*, with ever
 so the operator sees why no draft was written. The thresholds are the engine's (its manifest's
 ``gate``), because what is plausible depends on what the engine was trained on.
 
-The image-based part (the distance of the encoder's features to the training distribution) is
-calibrated at export and checked by the runtime after encoding; its threshold lives in the same
-:class:`GateSpec`.
+The image-based part looks at the pixels: the Mahalanobis distance of the encoder's pooled
+features (the embedding its finding head reads) to their distribution on the engine's training
+images (:class:`FeatureStatistics`: mean and a diagonal or shrinkage covariance, kept in the
+artifact's ``gate.feature_stats`` file). The runtime measures it after encoding; an image
+farther than ``gate.max_feature_distance`` (calibrated on the validation split by
+``scripts/calibrate_image_gate.py``) does not look like the chest radiographs the engine
+learned, and its study is not reportable. An artifact without the features output or the
+statistics is served with this check off, and the runtime says so (:func:`load_image_gate`).
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import math
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydicom.dataset import Dataset
 
 logger = logging.getLogger(__name__)
@@ -55,9 +66,28 @@ class GateSpec(BaseModel):
     max_field_of_view_mm: float = 650.0
     max_feature_distance: float | None = Field(
         default=None,
-        description="Image-based check: largest distance of the encoder's features to the "
-        "training distribution, calibrated on the validation split; None turns it off.",
+        gt=0.0,
+        allow_inf_nan=False,
+        description="Image-based check: largest Mahalanobis distance of the encoder's "
+        "features to the training distribution, calibrated on the validation split; None "
+        "turns it off.",
     )
+    feature_stats: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The artifact's file (.npz, FeatureStatistics) holding the training "
+        "distribution of the encoder's features; set exactly when max_feature_distance is.",
+    )
+
+    @model_validator(mode="after")
+    def _image_check_complete(self) -> GateSpec:
+        if (self.max_feature_distance is None) != (self.feature_stats is None):
+            raise ValueError(
+                "gate.max_feature_distance and gate.feature_stats go together (the threshold "
+                f"and the statistics it is measured with), got {self.max_feature_distance!r} "
+                f"and {self.feature_stats!r}"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -173,3 +203,168 @@ def refusal_summary(decisions: Sequence[GateDecision]) -> str:
     """One line an operator can read: why no image of the study was accepted."""
     parts = [f"{d.sop_instance_uid or '?'}: {'; '.join(d.reasons)}" for d in decisions if d.reasons]
     return "not a chest radiograph the engine was made for — " + " | ".join(parts)
+
+
+# -- the image-based check ----------------------------------------------------------------
+
+
+#: How the covariance of the training features is estimated (:meth:`FeatureStatistics.fit`).
+COVARIANCES = ("diagonal", "ledoit-wolf")
+
+
+@dataclass(frozen=True)
+class FeatureStatistics:
+    """The training distribution of the encoder's features: mean and precision matrix.
+
+    ``covariance`` says how the precision was estimated: ``diagonal`` (each feature
+    standardised by its own training spread, correlations ignored) or ``ledoit-wolf`` (the
+    full covariance shrunk towards a scaled identity, Ledoit & Wolf 2004, ``shrinkage`` its
+    intensity). With a few hundred images in a few hundred dimensions the sample covariance is
+    singular; both keep every direction's variance positive. Stored as ``.npz`` (``mean [D]``,
+    ``precision [D, D]``, ``covariance``, ``shrinkage``, ``n_images``) so the runtime measures
+    either the same way.
+    """
+
+    mean: NDArray[np.float64]
+    precision: NDArray[np.float64]
+    shrinkage: float
+    n_images: int
+    covariance: str = "ledoit-wolf"
+
+    def __post_init__(self) -> None:
+        if self.mean.ndim != 1 or self.precision.shape != (self.mean.size, self.mean.size):
+            raise ValueError(
+                f"FeatureStatistics: mean {self.mean.shape} and precision "
+                f"{self.precision.shape} must be [D] and [D, D]"
+            )
+        if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.precision))):
+            raise ValueError("FeatureStatistics: mean and precision must be finite")
+        if self.covariance not in COVARIANCES:
+            raise ValueError(
+                f"FeatureStatistics: covariance must be one of {COVARIANCES}, "
+                f"got {self.covariance!r}"
+            )
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.size)
+
+    @classmethod
+    def fit(
+        cls, features: NDArray[np.floating], covariance: str = "diagonal"
+    ) -> FeatureStatistics:
+        """Mean and covariance (``covariance``: one of :data:`COVARIANCES`) of
+        ``features [N, D]`` (N >= 2)."""
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] < 2:
+            raise ValueError(f"features must be [N >= 2, D], got {x.shape}")
+        if covariance not in COVARIANCES:
+            raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
+        n, d = x.shape
+        mean = x.mean(axis=0)
+        centred = x - mean
+        if covariance == "diagonal":
+            variance = centred.var(axis=0)
+            # A feature that never varied in training must not divide by zero.
+            variance = np.maximum(variance, 1e-6 * max(float(variance.mean()), 1e-12))
+            return cls(mean, np.diag(1.0 / variance), 0.0, int(n), covariance)
+        sample = centred.T @ centred / n
+        mu = float(np.trace(sample)) / d
+        target = mu * np.eye(d)
+        delta = float(np.sum((sample - target) ** 2)) / d
+        squares = centred**2
+        beta_sum = float(np.sum(squares.T @ squares) - n * np.sum(sample**2))
+        beta = min(delta, beta_sum / (n * n * d))
+        shrinkage = beta / delta if delta > 0 else 1.0
+        shrunk = shrinkage * target + (1.0 - shrinkage) * sample
+        precision = np.linalg.pinv(shrunk, hermitian=True)
+        return cls(mean, precision, float(shrinkage), int(n), "ledoit-wolf")
+
+    def distances(self, features: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Mahalanobis distance of each row of ``features [B, D]``."""
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"features must be [B, {self.dim}], got {x.shape}")
+        centred = x - self.mean
+        squared = np.einsum("bi,ij,bj->b", centred, self.precision, centred)
+        return np.sqrt(np.maximum(squared, 0.0))
+
+    def save(self, path: str | Path) -> None:
+        """Write the ``.npz``; the zip entries carry a fixed date, so the same statistics give
+        the same bytes (and the same checksum in the manifest) on every run."""
+        arrays = {
+            "mean": self.mean,
+            "precision": self.precision,
+            "shrinkage": np.float64(self.shrinkage),
+            "n_images": np.int64(self.n_images),
+            "covariance": np.str_(self.covariance),
+        }
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, array in arrays.items():
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
+                info = zipfile.ZipInfo(f"{name}.npy", (1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, buffer.getvalue(), compresslevel=9)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureStatistics:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"mean", "precision", "shrinkage", "n_images", "covariance"} - set(
+                data.files
+            )
+            if missing:
+                raise ValueError(f"{path}: feature statistics lack {sorted(missing)}")
+            return cls(
+                np.asarray(data["mean"], dtype=np.float64),
+                np.asarray(data["precision"], dtype=np.float64),
+                float(data["shrinkage"]),
+                int(data["n_images"]),
+                str(data["covariance"]),
+            )
+
+
+@dataclass(frozen=True)
+class ImageGate:
+    """The image-based check: features farther than ``max_distance`` are refused."""
+
+    statistics: FeatureStatistics
+    max_distance: float
+
+    def reasons(self, features: NDArray[np.floating]) -> list[tuple[float, str | None]]:
+        """Per image: its distance, and why it is refused (None when it passes)."""
+        out: list[tuple[float, str | None]] = []
+        for distance in self.statistics.distances(features):
+            value = float(distance)
+            if math.isfinite(value) and value <= self.max_distance:
+                out.append((value, None))
+            else:
+                out.append(
+                    (
+                        value,
+                        "the pixels do not look like the chest radiographs the engine was "
+                        f"trained on (feature distance {value:.1f} above the engine's "
+                        f"{self.max_distance:.1f}, gate.max_feature_distance)",
+                    )
+                )
+        return out
+
+
+def load_image_gate(
+    root: Path, spec: GateSpec, *, has_features: bool
+) -> tuple[ImageGate | None, str]:
+    """The engine's image gate, or None and why it is off (said once when an engine loads)."""
+    if spec.max_feature_distance is None or spec.feature_stats is None:
+        return None, "the engine's manifest sets no gate.max_feature_distance"
+    if not has_features:
+        return None, "the engine's encoder has no 'features' output (an older export)"
+    path = root / spec.feature_stats
+    try:
+        statistics = FeatureStatistics.load(path)
+    except (OSError, ValueError) as exc:
+        return None, f"{path} cannot be read ({exc})"
+    return ImageGate(statistics, spec.max_feature_distance), (
+        f"on: feature distance at most {spec.max_feature_distance:.2f} "
+        f"({statistics.covariance} covariance of {statistics.n_images} training images, "
+        f"{statistics.dim} features)"
+    )

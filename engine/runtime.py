@@ -36,7 +36,7 @@ from engine.exceptions import (
     PixelDecodeError,
     StudyError,
 )
-from engine.gate import check_study_headers, refusal_summary
+from engine.gate import ImageGate, check_study_headers, load_image_gate, refusal_summary
 from engine.preprocessing import (
     PreparedImage,
     prepare_dataset,
@@ -152,6 +152,19 @@ class Engine:
         self.tokenizer = ReportTokenizer(artifact)
         self.rules = TokenRules.from_spec(artifact.manifest.tokenizer)
         self.prompt = FindingPrompt(artifact) if artifact.manifest.prompt is not None else None
+        self.image_gate: ImageGate | None
+        self.image_gate, self.image_gate_status = load_image_gate(
+            artifact.root, artifact.manifest.gate, has_features=artifact.manifest.has_image_features
+        )
+        if self.image_gate is None:
+            logger.warning(
+                "engine %s %s: image gate off, only the header gate applies: %s",
+                artifact.manifest.name,
+                artifact.manifest.version,
+                self.image_gate_status,
+            )
+        else:
+            logger.info("engine %s: image gate %s", artifact.manifest.name, self.image_gate_status)
         limit = artifact.manifest.decoder.max_positions - 1
         if decoding.max_length > limit:
             logger.warning(
@@ -294,21 +307,46 @@ class Engine:
                 states[row, col] = index[presence_of(float(np.clip(p, 0.0, 1.0)), spec)]
         return states
 
+    def _image_gate_verdicts(
+        self, features: NDArray[np.float32] | None, count: int
+    ) -> list[tuple[str, str | None]]:
+        """Per study: what the report records of the image gate, and why it refuses (or None)."""
+        if self.image_gate is None:
+            return [(f"off: {self.image_gate_status}", None)] * count
+        if features is None:
+            return [("off: the backend returned no image features", None)] * count
+        return [
+            (f"feature distance {distance:.2f} (at most {self.image_gate.max_distance:.2f})",
+             reason)
+            for distance, reason in self.image_gate.reasons(features)
+        ]
+
     def _run_batch(self, studies: list[PreparedStudy]) -> list[StudyReport | StudyError]:
         images = np.stack([s.images for s in studies]).astype(np.float32)
         encoded = self.backend.encode(images)
         out: list[StudyReport | StudyError | None] = [None] * len(studies)
         good: list[int] = []
+        gate = self._image_gate_verdicts(encoded.features, len(studies))
         for i, study in enumerate(studies):
             arrays = (encoded.probs[i], encoded.boxes[i], encoded.cross_keys[i])
+            refusal = gate[i][1]
             if not all(np.all(np.isfinite(a)) for a in arrays):
                 out[i] = EngineOutputError(
                     f"study {study.study_instance_uid}: the model produced NaN or infinite "
                     "values; the study is not reported (check the image and the engine)",
                     study_instance_uid=study.study_instance_uid,
                 )
+            elif refusal is not None:
+                logger.info("gate refuses study %s: %s", study.study_instance_uid, refusal)
+                out[i] = NotReportableError(
+                    f"study {study.study_instance_uid}: not a chest radiograph the engine was "
+                    f"made for — {study.frontal.sop_instance_uid or '?'}: {refusal}",
+                    study_instance_uid=study.study_instance_uid,
+                )
             else:
                 good.append(i)
+        if not good:
+            return [r for r in out if r is not None]
         cross = decoder_memory(
             self.artifact.manifest.decoder.memory,
             encoded,
@@ -344,7 +382,11 @@ class Engine:
                 sections=written.sections,
                 engine=self.identity,
                 language=manifest.languages[0],
-                extra={"backend": self.backend.describe(), "view_selection": study.view_reason},
+                extra={
+                    "backend": self.backend.describe(),
+                    "view_selection": study.view_reason,
+                    "image_gate": gate[i][0],
+                },
                 analysed_images=study.analysed,
                 writer=written.writer,
                 writer_reason=written.reason,

@@ -22,6 +22,7 @@ from engine.artifact import (
     DECODER_GRAPH,
     DECODER_INPUTS,
     DECODER_OUTPUTS,
+    ENCODER_FEATURES,
     ENCODER_GRAPH,
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ONNX_OPSET = 18
+#: What ``encoder.onnx`` outputs: the four every artifact has, then the pooled features the
+#: runtime's image gate measures (engine.gate; calibrated by scripts/calibrate_image_gate.py).
+EXPORTED_ENCODER_OUTPUTS = (*ENCODER_OUTPUTS, ENCODER_FEATURES)
 #: ONNX Runtime and PyTorch on CPU, float32: kernels differ in summation order only.
 DEFAULT_TOLERANCE = 1e-4
 
@@ -229,7 +233,7 @@ def export_artifact(
             (images,),
             {"images": {0: batch}},
             ENCODER_INPUTS,
-            ENCODER_OUTPUTS,
+            EXPORTED_ENCODER_OUTPUTS,
             out / "encoder.pt2",
             out / "encoder.onnx",
         )
@@ -266,7 +270,7 @@ def export_artifact(
                 out / "encoder.onnx",
                 {"images": check_images.numpy()},
                 encoder_out,
-                ENCODER_OUTPUTS,
+                EXPORTED_ENCODER_OUTPUTS,
             ).items()
         }
         check_tokens = torch.randint(0, config.vocab_size, (3, 1), generator=generator)
@@ -345,7 +349,7 @@ def export_artifact(
                 onnx="encoder.onnx",
                 torch="encoder.pt2",
                 inputs=ENCODER_INPUTS,
-                outputs=ENCODER_OUTPUTS,
+                outputs=EXPORTED_ENCODER_OUTPUTS,
             ),
             DECODER_GRAPH: GraphSpec(
                 onnx="decoder_step.onnx",

@@ -29,6 +29,8 @@ class EncoderOutput:
     boxes: NDArray[np.float32]  # [B, L, 4] normalized boxes, one per locatable finding
     cross_keys: NDArray[np.float32]  # [B, layers, heads, S, head_dim] image tokens' keys
     cross_values: NDArray[np.float32]
+    #: [B, D] pooled image features (format 1.2); None when the encoder has no such output.
+    features: NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)

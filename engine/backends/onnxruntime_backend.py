@@ -91,10 +91,11 @@ class OnnxRuntimeBackend(Backend):
                 )
 
     def encode(self, images: NDArray[np.float32]) -> EncoderOutput:
-        probs, boxes, cross_keys, cross_values = self._sessions[ENCODER_GRAPH].run(
+        # Outputs in the manifest's order: the four every artifact has, then "features" (1.2).
+        outputs = self._sessions[ENCODER_GRAPH].run(
             None, {"images": np.ascontiguousarray(images, dtype=np.float32)}
         )
-        return EncoderOutput(probs, boxes, cross_keys, cross_values)
+        return EncoderOutput(*outputs)
 
     def decode_step(
         self,

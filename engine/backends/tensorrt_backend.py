@@ -21,7 +21,6 @@ from engine.artifact import (
     DECODER_GRAPH,
     DECODER_OUTPUTS,
     ENCODER_GRAPH,
-    ENCODER_OUTPUTS,
     EngineArtifact,
 )
 from engine.backends.base import Backend, EncoderOutput, StepOutput, register_backend
@@ -230,10 +229,10 @@ class TensorRTBackend(Backend):
         ]
 
     def encode(self, images: NDArray[np.float32]) -> EncoderOutput:
-        probs, boxes, cross_keys, cross_values = self._run(
-            ENCODER_GRAPH, {"images": images}, ENCODER_OUTPUTS
-        )
-        return EncoderOutput(probs, boxes, cross_keys, cross_values)
+        # The plan is built from encoder.onnx, so it has the manifest's outputs ("features"
+        # last, when the artifact has it).
+        outputs = self.artifact.manifest.graphs[ENCODER_GRAPH].outputs
+        return EncoderOutput(*self._run(ENCODER_GRAPH, {"images": images}, outputs))
 
     def decode_step(
         self,

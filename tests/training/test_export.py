@@ -50,11 +50,15 @@ def test_manifest_records_agreement_and_training_summary(tiny: object) -> None:
         "encoder.cross_values",
         "encoder.probs",
         "encoder.boxes",
+        "encoder.features",
         "decoder_step.logits",
         "decoder_step.present_keys",
         "decoder_step.present_values",
     }
     assert max(diffs.values()) <= manifest["export"]["tolerance"] == 1e-4
+    # The pooled features feed the runtime's image gate (format 1.2).
+    assert manifest["format_version"] == "1.2"
+    assert manifest["graphs"]["encoder"]["outputs"][-1] == "features"
     assert manifest["export"]["torch_version"] == torch.__version__
     assert manifest["purpose"] == "test"
     assert manifest["input"] == {

@@ -205,7 +205,7 @@ def test_exported_engine_reports_a_real_dicom_study_through_the_worker(
 
     artifact = load_artifact(unpaired_run["result"].artifact)
     manifest = artifact.manifest
-    assert manifest.format_version == "1.1" and manifest.languages == ("es",)
+    assert manifest.format_version == "1.2" and manifest.languages == ("es",)
     assert manifest.training.path == "unpaired"
     assert any(d.startswith("nih:train") for d in manifest.training.datasets)
     assert manifest.decoder.memory == ("findings",) and manifest.prompt is not None

@@ -7,11 +7,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pydicom
 import pytest
 import torch
 
-from engine.artifact import MANIFEST_NAME, EngineArtifact, copy_artifact, load_artifact
+from engine.artifact import (
+    ENCODER_OUTPUTS,
+    MANIFEST_NAME,
+    EngineArtifact,
+    copy_artifact,
+    load_artifact,
+    sha256_file,
+)
 from engine.exceptions import ArtifactError
 from training.findings import FINDINGS
 from training.models import CXRReportModel, create_model
@@ -103,7 +111,7 @@ def test_prompt_artifact_reports_with_the_predicted_findings_on_both_cpu_backend
     from engine.runtime import create_engine
 
     manifest = prompt_artifact.manifest
-    assert manifest.format_version == "1.1" and manifest.prompt is not None
+    assert manifest.format_version == "1.2" and manifest.prompt is not None
     assert manifest.decoder.memory == ("image", "findings")
     assert manifest.decoder.memory_tokens == 16 + N_FINDINGS  # 4x4 image tokens + prompt
     ds = pydicom.dcmread(dicom_dir / "siim_chest_cr_jpeg_baseline.dcm")
@@ -136,6 +144,13 @@ def test_format_1_0_artifacts_still_load_and_a_prompt_needs_1_1(
     manifest["decoder"].pop("memory")
     manifest["training"].pop("path")
     manifest["training"].pop("datasets")
+    # Before 1.2 the encoder had no "features" output (the image gate's).
+    encoder = onnx.load(str(old / "encoder.onnx"))
+    del encoder.graph.output[len(ENCODER_OUTPUTS) :]
+    onnx.save(encoder, str(old / "encoder.onnx"))
+    manifest["graphs"]["encoder"]["outputs"] = list(ENCODER_OUTPUTS)
+    manifest["gate"].pop("feature_stats")
+    manifest["files"]["encoder.onnx"] = sha256_file(old / "encoder.onnx")
     (old / MANIFEST_NAME).write_text(json.dumps(manifest))
     loaded = load_artifact(old)
     assert loaded.manifest.decoder.memory == ("image",) and loaded.manifest.prompt is None
@@ -148,7 +163,7 @@ def test_format_1_0_artifacts_still_load_and_a_prompt_needs_1_1(
     (bad / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match=r"needs format 1\.1"):
         load_artifact(bad)
-    manifest["format_version"] = "1.2"
+    manifest["format_version"] = "1.3"
     (bad / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="upgrade the runtime"):
         load_artifact(bad)

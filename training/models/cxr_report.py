@@ -183,7 +183,9 @@ class CXRReportModel(nn.Module):
 
 
 class EncoderGraph(nn.Module):
-    """What ``encoder.onnx`` holds: ``images -> (probs, boxes, cross_keys, cross_values)``."""
+    """What ``encoder.onnx`` holds: ``images -> (probs, boxes, cross_keys, cross_values,
+    features)``; ``features`` is the pooled embedding the finding head reads, which the
+    runtime's image gate measures against the training distribution (engine.gate)."""
 
     def __init__(self, model: CXRReportModel) -> None:
         super().__init__()
@@ -191,10 +193,10 @@ class EncoderGraph(nn.Module):
 
     def forward(
         self, images: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        memory, probs, boxes = self.model.encode(images)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        memory, logits, boxes, pooled = self.model.finding_logits(images)
         cross_keys, cross_values = self.model.decoder.cross_cache(memory)
-        return probs, boxes, cross_keys, cross_values
+        return torch.sigmoid(logits), boxes, cross_keys, cross_values, pooled
 
 
 class DecoderStepGraph(nn.Module):
