@@ -28,10 +28,11 @@ import json
 import logging
 import random
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from engine.labeler import get_labeler
+from engine.labeler.labeler import NOT_ABNORMAL
 from training.data.iu_xray import IUXRayDataset
 from training.findings import Presence
 from training.metrics.clinical import ClinicalScores, clinical_scores
@@ -59,6 +60,18 @@ def read_heldout(path: Path = HELDOUT_FILE) -> frozenset[str]:
     return frozenset(x.strip() for x in lines if x.strip() and not x.startswith("#"))
 
 
+def mesh_reference(findings: Mapping[str, Presence]) -> dict[str, Presence]:
+    """The MeSH findings of one report, with ``no_finding`` as the labeler (and CheXpert) define
+    it: present when no finding other than support devices is. MeSH's own "normal" means that
+    nothing at all was indexed, so a report that names only a pacemaker, or only terms outside
+    the finding set ("Technical Quality of Image Unsatisfactory"), is not "normal" in MeSH but
+    is "No Finding" in CheXpert's sense."""
+    ref = dict(findings)
+    if not any(p == "present" for k, p in ref.items() if k not in NOT_ABNORMAL):
+        ref["no_finding"] = "present"
+    return ref
+
+
 def validate_iu(root: Path, uncertain_as: str = "negative", part: str = "all",
                 heldout: frozenset[str] | None = None) -> ClinicalScores:
     """English labeler vs the IU X-Ray MeSH annotations, over the annotated reports of ``part``:
@@ -76,8 +89,11 @@ def validate_iu(root: Path, uncertain_as: str = "negative", part: str = "all",
             continue
         if part != "all" and (record.meta.get("report_id") in held) != (part == "heldout"):
             continue
-        refs.append(dict(record.findings))
-        preds.append(labeler.label(record.report("en")))
+        text = record.report("en")
+        if not text.strip():  # annotated, but no FINDINGS or IMPRESSION to read
+            continue
+        refs.append(mesh_reference(record.findings))
+        preds.append(labeler.label(text))
     # Score only findings that the MeSH mapping can express: the others have no reference.
     keys = sorted({k for r in refs for k in r})
     return clinical_scores(refs, preds, keys=keys, uncertain_as=uncertain_as)
