@@ -52,6 +52,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"o?edema",
         r"(?:pulmonary |vascular |venous )congestion",
         r"congestive heart failure",
+        r"(?:early |mild )?(?:heart|cardiac) failure",
+        r"(?:pulmonary )?vascula(?:rity|ture) (?:is |are )?(?:[\w-]+ )?(?:prominent|engorged|congested)",
         r"chf",
         r"kerley b? ?lines",
         # Signs of venous congestion, counted as edema as CheXpert does.
@@ -161,11 +163,12 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "hernia": (r"hiatal hernia", r"hiatus hernia", r"hernias?"),
     "hyperinflation": (
         r"hyperinflat\w*",
-        r"hyperexpan\w*",
+        r"hyper[- ]?expan\w*",
+        r"over-?expan\w*",
         r"hyperaerat\w*",
         r"(?:over|hyper)-?distended",
         r"hyperdistention",
-        r"flatten\w* (?:of (?:the|both) )?(?:hemi-?)?diaphragm\w*",
+        r"flatten\w* (?:of (?:the|both) )?(?:posterior |anterior )?(?:hemi-?)?diaphragm\w*",
         r"(?:hemi-?)?diaphragms? (?:is |are )?flattened",
         r"(?:increased|large|high) lung volumes?",
     ),
@@ -196,7 +199,11 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:spine|spinal|vertebral|facet|thoracic|lumbar|cervical) (?:[\w-]+ ){0,2}\w*arthri\w*",
         r"degenerative (?:\w+ ){0,3}(?:spine|spinal|vertebra\w*|thoracic|disc|endplate)\w*",
         r"degenerative changes?",
+        r"degenerate changes?",
         r"degenerative disease",
+        r"(?:spurring|spurs?|end ?plate changes?) (?:[\w-]+ ){0,3}(?:spine|spinal|vertebra\w*)",
+        r"(?:spine|spinal|vertebral|thoracic) (?:[\w-]+ ){0,2}spurring",
+        r"dish",
         r"osteophyt\w*",
         r"diffuse idiopathic skeletal hyperostosis",
     ),
@@ -282,12 +289,13 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     "emphysema": (r"subcutaneous emphysema", r"soft tissue emphysema"),
     "fibrosis": (r"cystic fibrosis",),
     "lung_lesion": (
-        r"(?:bony|osseous|bone|lytic|sclerotic|skeletal|blastic|skin|cutaneous|expansile) "
+        r"(?:bony|osseous|bone|lytic|lucent|sclerotic|skeletal|blastic|skin|cutaneous|expansile) "
         r"(?:[\w-]+ )?lesions?",
         # A lesion of a bone is not a lung lesion; a mass lesion is a mass.
         r"lesions? (?:of|in|involving|within|along) (?:the )?(?:[\w-]+ ){0,3}(?:ribs?|humer\w*|"
         r"clavic\w*|scapul\w*|vertebra\w*|spine|sternum|bones?)",
         r"mass(?:-like)? lesions?",
+        r"(?:thoracic|pleural|abdominal|peritoneal|chest|body) cavity",
     ),
     "calcification": (
         # What other findings already say: calcified granulomas, calcified aorta.
@@ -322,7 +330,7 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     # A nodular density the report explains as something else (granuloma, nipple, healing rib
     # fracture) is that thing.
     "nodule": (
-        r"nodular (?:densit\w*|opacit\w*) (?:[\w-]+ ){0,8}(?:consistent with|compatible with|"
+        r"nodular (?:densit\w*|opacit\w*) (?:[\w-]+,? ){0,8}(?:consistent with|compatible with|"
         r"represents?|reflects?|from|due to|secondary to|probably|likely|most likely) (?:an? )?"
         r"(?:[\w-]+ ){0,3}(?:granulom\w*|nipple\w*|fractur\w*)",
     ),
