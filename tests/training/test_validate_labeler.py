@@ -59,3 +59,35 @@ def test_script_prints_both_languages(shared_data: Path, tmp_path: Path,
     assert "reports the rules were tuned on" in text and "held-out reports" in text
     assert "hand-labeled Spanish sentences" in text
     assert out.exists()
+
+
+def test_mesh_reference_reads_no_finding_as_chexpert_does() -> None:
+    script = _script()
+    assert script.mesh_reference({"support_devices": "present"}) == {
+        "support_devices": "present", "no_finding": "present"}
+    assert script.mesh_reference({}) == {"no_finding": "present"}
+    assert script.mesh_reference({"cardiomegaly": "present", "support_devices": "present"}) == {
+        "cardiomegaly": "present", "support_devices": "present"}
+
+
+def test_comparison_figures_match_the_scores_under_both_mappings() -> None:
+    script = _script()
+    refs = [{"atelectasis": "present"}, {"atelectasis": "present"}, {"no_finding": "present"},
+            {"nodule": "present"}, {"no_finding": "present"}] * 4
+    preds = [{"atelectasis": "uncertain"}, {"atelectasis": "present"},
+             {"no_finding": "present", "pneumonia": "uncertain"}, {},
+             {"no_finding": "present"}] * 4
+    comparison = script.IUComparison(refs, preds, ("atelectasis", "no_finding", "nodule"))
+    assert comparison.frequent_keys(5) == ("atelectasis", "no_finding")
+    for mapping in ("negative", "positive"):
+        scores = comparison.scores(mapping)
+        figures = comparison.intervals(mapping, min_positives=5, n_resamples=200)
+        assert figures["micro_f1"].estimate == pytest.approx(scores.micro.f1)
+        assert figures["macro_f1"].estimate == pytest.approx(scores.macro_f1)
+        frequent = [scores.per_finding[k].f1 for k in ("atelectasis", "no_finding")]
+        assert figures["macro_f1_min5"].estimate == pytest.approx(sum(frequent) / 2)
+        for interval in figures.values():
+            assert interval.low <= interval.estimate <= interval.high
+    # Uncertain atelectasis is a miss when strict, a hit as U-Ones.
+    assert comparison.scores("negative").per_finding["atelectasis"].recall == pytest.approx(0.5)
+    assert comparison.scores("positive").per_finding["atelectasis"].recall == pytest.approx(1.0)
