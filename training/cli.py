@@ -82,7 +82,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         n_resamples=args.bootstrap,
         seed=args.seed,
         train_records=train,
-        baselines=args.baselines,
+        score_baselines=args.baselines,
     )
     json_path, md_path = write_results(result, args.out)
     write_config(args.out, config)

@@ -396,7 +396,7 @@ def evaluate_predictions(
     seed: int = DEFAULT_SEED,
     level: float = 0.95,
     train_records: Sequence[StudyRecord] | None = None,
-    baselines: bool = True,
+    score_baselines: bool = True,
 ) -> EvaluationResult:
     """Score ``predictions`` against the ``lang`` reports of ``records``.
 
@@ -407,7 +407,7 @@ def evaluate_predictions(
     not report them) are not scored and are listed in the result instead of counting as
     missing. ``n_resamples`` bootstrap resamples (0: no intervals) with ``seed`` give the
     intervals. ``train_records`` (the training split) give the protocol's R2Gen vocabulary
-    (:func:`protocol_vocabulary`) and, with ``baselines``, the baselines of
+    (:func:`protocol_vocabulary`) and, with ``score_baselines``, the baselines of
     :func:`make_baselines`, scored beside the system.
     """
     name = dataset or (records[0].dataset if records else "")
@@ -463,7 +463,7 @@ def evaluate_predictions(
     common: dict[str, Any] = {"lang": lang, "tokenizer": tokenizer, "meteor": meteor,
                               "uncertain_as": uncertain_as, "resampler": resampler,
                               "level": level, "vocabulary": vocabulary}
-    baseline_records = train_records if baselines else None
+    baseline_records = train_records if score_baselines else None
     if meteor and baseline_records is not None:
         try:  # one Java process for the system and its baselines
             common["meteor_scorer"] = MeteorScorer(lang)

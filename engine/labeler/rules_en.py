@@ -31,8 +31,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         # Borderline: a mention that carries its own hedge (uncertain).
         r"borderline (?:heart|cardiac) (?:size|silhouette|contour|enlargement)",
         r"borderline enlarged (?:heart|cardiac silhouette|cardiac contour)",
-        r"(?:heart|heart size|cardiac silhouette|cardiac size|cardiac contour) (?:is |are |appears? |"
-        r"remains? )?(?:[\w-]+ ){0,2}borderline",
+        r"(?:heart|heart size|cardiac silhouette|cardiac size|cardiac contour) "
+        r"(?:is |are |appears? |remains? )?(?:[\w-]+ ){0,2}borderline",
     ),
     "lung_opacity": (
         r"opacit(?:y|ies)",
@@ -53,7 +53,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:pulmonary |vascular |venous )congestion",
         r"congestive heart failure",
         r"(?:early |mild )?(?:heart|cardiac) failure",
-        r"(?:pulmonary )?vascula(?:rity|ture) (?:is |are )?(?:[\w-]+ )?(?:prominent|engorged|congested)",
+        r"(?:pulmonary )?vascula(?:rity|ture) (?:is |are )?(?:[\w-]+ )?"
+        r"(?:prominent|engorged|congested)",
         r"chf",
         r"kerley b? ?lines",
         # Signs of venous congestion, counted as edema as CheXpert does.
@@ -107,8 +108,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:cardiac |ecg |ekg )?monitor(?:ing)? (?:leads?|wires?|electrodes?)",
         r"electrodes?",
         # A de-identified device whose tip is described ("right chest XXXX tip in the SVC").
-        r"tip (?:is |remains |again )?(?:visualized |seen |noted )?(?:projecting|projects|overlying|overlies|terminating|"
-        r"terminates|in|at|within|near|over)",
+        r"tip (?:is |remains |again )?(?:visualized |seen |noted )?(?:projecting|projects|"
+        r"overlying|overlies|terminating|terminates|in|at|within|near|over)",
         r"prosthe\w*",
         r"arthroplast\w*",
         r"defibrillators?",
@@ -314,7 +315,8 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     "lung_opacity": (r"(?:bone|bony|mineral) densit(?:y|ies)",),
     # Degenerative changes of the shoulders and other joints are not of the spine.
     "spondylosis": (
-        r"degenerative (?:[\w-]+ ){0,3}(?:of|in|involving|at|within|along) (?:the )?(?:[\w-]+ ){0,3}"
+        r"degenerative (?:[\w-]+ ){0,3}(?:of|in|involving|at|within|along) (?:the )?"
+        r"(?:[\w-]+ ){0,3}"
         r"(?:shoulders?|costochondral|acromioclavicular|ac|glenohumeral|sternoclavicular|joints?|"
         r"humer\w*|clavic\w*|hips?|knees?)",
         r"(?:shoulders?|acromioclavicular|ac joints?|glenohumeral|sternoclavicular) (?:joints? )?"
@@ -322,7 +324,8 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     ),
     # A disclaimer ("fractures may not be demonstrated"), a history, or a broken device.
     "fracture": (
-        r"fractur\w* (?:may|might|can|could) not be (?:demonstrated|seen|visible|detected|identified)",
+        r"fractur\w* (?:may|might|can|could) not be "
+        r"(?:demonstrated|seen|visible|detected|identified)",
         r"history of (?:[\w-]+ ){0,2}fractur\w*",
         r"(?:catheter|line|wire|screw|lead|hardware|rod|plate)s? (?:[\w-]+ ){0,3}fractur\w*",
         r"fractur\w* of (?:the )?(?:[\w-]+ ){0,4}(?:screw|wire|lead|catheter|rod|plate)s?",
@@ -354,6 +357,7 @@ NEGATION_PRE: tuple[str, ...] = (
     r"negative for",
     r"free of",
     r"clear of",
+    r"clear(?= (?:of )?(?:focal )?air ?space)",  # "lungs are clear airspace disease" (dictation)
     r"absence of",
     r"absent",
     r"no evidence of",

@@ -77,7 +77,8 @@ def test_de_identification_tokens_are_not_words() -> None:
         # A sign of a finding the sentence names is not a second, certain statement of it.
         ("Mild blunting of both costophrenic angles which could reflect small effusions.",
          "Posible pinzamiento de ambos senos costofrénicos."),
-        ("Blunting of the left costophrenic angle.", "Pinzamiento del seno costofrénico izquierdo."),
+        ("Blunting of the left costophrenic angle.",
+         "Pinzamiento del seno costofrénico izquierdo."),
     ],
 )
 def test_english_and_spanish_readings_agree(english: str, spanish: str) -> None:

@@ -486,10 +486,10 @@ def parse_sentence(sentence: str) -> ParsedSentence:
             result.unknown.append(value)  # a modifier no finding can carry would be lost
     # "The aorta is tortuous and calcified": "calcified" is the atheromatosis, not a quality of
     # the elongation (nor of anything else in the sentence).
-    if any(m[2] == "aortic_atheromatosis" for m in mentions):
-        for i, m in enumerate(mentions):
-            if m[2] != "aortic_atheromatosis":
-                attached[i] = [(k, v) for k, v in attached[i] if (k, v) != ("severity", "calcified")]
+    if any(item[2] == "aortic_atheromatosis" for item in mentions):
+        for i, item in enumerate(mentions):
+            if item[2] != "aortic_atheromatosis":
+                attached[i] = [kv for kv in attached[i] if kv != ("severity", "calcified")]
     for i, (start, _end, key, presence, trigger) in enumerate(mentions):
         if (presence == "uncertain" and trigger and "suggest" in trigger
                 and re.search(r"\b(?:no|without)\b", folded[:start])):
