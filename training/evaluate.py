@@ -24,9 +24,9 @@ Each dataset is scored by default with the protocol of the papers it is compared
 (:data:`PROTOCOLS`; IU X-Ray: FINDINGS only, R2Gen's cleaning, references read back as R2Gen's
 decoder reads them with the training split's vocabulary, see :func:`protocol_vocabulary`), and
 the protocol is written into ``metrics.json``. Every metric gets a 95% bootstrap interval
-(:mod:`training.metrics.bootstrap`; studies resampled, or patients where the dataset knows them), and two baselines are scored the
-same way beside the system (:func:`make_baselines`): one constant normal report for every
-study, and a random training report for each study.
+(:mod:`training.metrics.bootstrap`; studies resampled, or patients where the dataset knows
+them), and two baselines are scored the same way beside the system (:func:`make_baselines`):
+one constant normal report for every study, and a random training report for each study.
 """
 
 from __future__ import annotations
