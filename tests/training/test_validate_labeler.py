@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -53,12 +54,15 @@ def test_script_prints_both_languages(shared_data: Path, tmp_path: Path,
     out = tmp_path / "scores.json"
     assert _script().main(["--iu", str(shared_data / "iu_xray"), "--spanish",
                            str(Path(__file__).parent / "data" / "spanish_findings.jsonl"),
-                           "--json", str(out)]) == 0
+                           "--json", str(out), "--resamples", "100"]) == 0
     text = capsys.readouterr().out
     assert "IU X-Ray manual MeSH annotations" in text
     assert "reports the rules were tuned on" in text and "held-out reports" in text
     assert "hand-labeled Spanish sentences" in text
-    assert out.exists()
+    assert "(strict) (chosen)" in text and "(U-Ones)" in text and "macro_f1_min10" in text
+    scores = json.loads(out.read_text("utf-8"))
+    interval = scores["iu_mesh_heldout_intervals_uncertain_negative"]["macro_f1"]
+    assert interval["low"] <= interval["estimate"] <= interval["high"]
 
 
 def test_mesh_reference_reads_no_finding_as_chexpert_does() -> None:
