@@ -415,9 +415,12 @@ def parse_sentence(sentence: str) -> ParsedSentence:
     # as the labeler reads it. When the name is denied ("blunting ..., without effusion") the
     # sign states something the statement cannot carry beside the denial, so the sentence is
     # not realised.
-    named = {m[2]: m[3] for m in mentions if (m[0], m[2]) not in signs}
+    named: dict[str, set[str]] = {}
+    for item in mentions:
+        if (item[0], item[2]) not in signs:
+            named.setdefault(item[2], set()).add(item[3])
     denied_signs = [folded[m[0]:m[1]] for m in mentions
-                    if (m[0], m[2]) in signs and named.get(m[2]) == "absent"]
+                    if (m[0], m[2]) in signs and named.get(m[2]) == {"absent"}]
     mentions = [m for m in mentions if (m[0], m[2]) not in signs or m[2] not in named]
     for pattern, normal in _NORMALS:
         for m in pattern.finditer(folded):
