@@ -44,7 +44,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     protocol = protocol_for(args.dataset, chosen or None, args.tokenizer)
     sections = protocol.sections
     train = None
-    if args.baselines:
+    if args.baselines or protocol.vocabulary_threshold:  # R2Gen's vocabulary: the train split
         train = list(create_dataset(args.dataset, args.root, split="train", **kwargs))
     arguments = {k: v for k, v in vars(args).items() if k != "func"}
     config: dict[str, Any] = {"command": "training evaluate", "arguments": arguments}
@@ -82,6 +82,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         n_resamples=args.bootstrap,
         seed=args.seed,
         train_records=train,
+        score_baselines=args.baselines,
     )
     json_path, md_path = write_results(result, args.out)
     write_config(args.out, config)

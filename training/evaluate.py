@@ -21,11 +21,12 @@ are read by the same labeler (as papers do with the CheXpert labeler);
 ``reference_labels="dataset"`` uses the dataset's own labels instead (IU X-Ray MeSH, PadChest).
 
 Each dataset is scored by default with the protocol of the papers it is compared with
-(:data:`PROTOCOLS`; IU X-Ray: FINDINGS only, R2Gen's cleaning), and the protocol is written into
-``metrics.json``. Every metric gets a 95% bootstrap interval (:mod:`training.metrics.bootstrap`;
-studies resampled, or patients where the dataset knows them), and two baselines are scored the
-same way beside the system (:func:`make_baselines`): one constant normal report for every
-study, and a random training report for each study.
+(:data:`PROTOCOLS`; IU X-Ray: FINDINGS only, R2Gen's cleaning, references read back as R2Gen's
+decoder reads them with the training split's vocabulary, see :func:`protocol_vocabulary`), and
+the protocol is written into ``metrics.json``. Every metric gets a 95% bootstrap interval
+(:mod:`training.metrics.bootstrap`; studies resampled, or patients where the dataset knows
+them), and two baselines are scored the same way beside the system (:func:`make_baselines`):
+one constant normal report for every study, and a random training report for each study.
 """
 
 from __future__ import annotations
@@ -51,7 +52,13 @@ from training.metrics.clinical import (
     clinical_intervals,
     clinical_summary,
 )
-from training.metrics.nlg import METRIC_NAMES, MeteorScorer, NLGCorpus, nlg_intervals
+from training.metrics.nlg import (
+    METRIC_NAMES,
+    MeteorScorer,
+    NLGCorpus,
+    R2GenVocabulary,
+    nlg_intervals,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +80,11 @@ class Protocol:
     description: str
     comparable_with: tuple[str, ...] = ()
     notes: str = ""
+    #: R2Gen reads its references back from token ids (:class:`R2GenVocabulary`): words seen
+    #: fewer than this many times in the training reports become ``<unk>`` (0: not applied).
+    vocabulary_threshold: int = 0
+    #: ... and references are cut to ``max_seq_length - 1`` tokens (BOS counts).
+    max_seq_length: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -82,9 +94,9 @@ class Protocol:
 
 
 _R2GEN_NOTE = (
-    "R2Gen decodes its references from token ids, so its references are cut to their first 59 "
-    "tokens and words seen fewer than 3 times in the training reports read <unk>; here the "
-    "whole cleaned FINDINGS text is the reference."
+    "As in R2Gen, references are read back from token ids: cut to their first max_seq_length - 1 "
+    "tokens, and words seen fewer than vocabulary_threshold times in the cleaned training "
+    "reports read <unk>; generated reports get the same <unk> but are not cut. English only."
 )
 
 #: The published protocol of each dataset; a dataset not listed is scored on FINDINGS and
@@ -99,6 +111,8 @@ PROTOCOLS: dict[str, Protocol] = {
         comparable_with=("R2Gen (Chen et al. 2020)", "R2GenCMN (Chen et al. 2021)",
                          "PromptMRG (Jin et al. 2024)"),
         notes=_R2GEN_NOTE,
+        vocabulary_threshold=3,  # R2Gen's run_iu_xray.sh: --threshold 3 --max_seq_length 60
+        max_seq_length=60,
     ),
     "mimic_cxr": Protocol(
         name="r2gen-mimic-cxr",
@@ -109,6 +123,8 @@ PROTOCOLS: dict[str, Protocol] = {
         comparable_with=("R2Gen (Chen et al. 2020)", "R2GenCMN (Chen et al. 2021)",
                          "PromptMRG (Jin et al. 2024)", "MAIRA-2 (Bannur et al. 2024)"),
         notes=_R2GEN_NOTE,
+        vocabulary_threshold=10,  # R2Gen's run_mimic_cxr.sh: --threshold 10 --max_seq_length 100
+        max_seq_length=100,
     ),
 }
 
@@ -214,13 +230,14 @@ def score_system(
     level: float = 0.95,
     description: str = "",
     meteor_scorer: MeteorScorer | None = None,
+    vocabulary: R2GenVocabulary | None = None,
 ) -> tuple[SystemScores, list[dict[str, Presence]]]:
     """NLG and clinical scores of ``hyps``, with intervals when ``resampler`` is given; also
     the generated reports' findings."""
     labeler = get_labeler(lang)
     hyp_labels = [labeler.label(t) for t in hyps]
     with NLGCorpus(refs, hyps, lang=lang, tokenizer=tokenizer, meteor=meteor,
-                   meteor_scorer=meteor_scorer) as corpus:
+                   meteor_scorer=meteor_scorer, vocabulary=vocabulary) as corpus:
         nlg: dict[str, Any] = dict(corpus.scores())
         if corpus.meteor_error:
             nlg["meteor_error"] = corpus.meteor_error
@@ -380,6 +397,7 @@ def evaluate_predictions(
     seed: int = DEFAULT_SEED,
     level: float = 0.95,
     train_records: Sequence[StudyRecord] | None = None,
+    score_baselines: bool = True,
 ) -> EvaluationResult:
     """Score ``predictions`` against the ``lang`` reports of ``records``.
 
@@ -389,7 +407,9 @@ def evaluate_predictions(
     ``records`` are ignored and counted. Studies in ``failed`` (id -> error, the engine could
     not report them) are not scored and are listed in the result instead of counting as
     missing. ``n_resamples`` bootstrap resamples (0: no intervals) with ``seed`` give the
-    intervals. With ``train_records`` the baselines of :func:`make_baselines` are scored too.
+    intervals. ``train_records`` (the training split) give the protocol's R2Gen vocabulary
+    (:func:`protocol_vocabulary`) and, with ``score_baselines``, the baselines of
+    :func:`make_baselines`, scored beside the system.
     """
     name = dataset or (records[0].dataset if records else "")
     protocol = protocol_for(name, sections, tokenizer)
@@ -440,17 +460,19 @@ def evaluate_predictions(
         groups = patients if all(patients) else None
         resampler = Resampler(len(scored), groups=groups, n_resamples=n_resamples, seed=seed)
         bootstrap = {**resampler.describe(), "level": level, "interval": "percentile"}
+    vocabulary, decoding = protocol_vocabulary(protocol, lang, train_records)
     common: dict[str, Any] = {"lang": lang, "tokenizer": tokenizer, "meteor": meteor,
                               "uncertain_as": uncertain_as, "resampler": resampler,
-                              "level": level}
-    if meteor and train_records is not None:
+                              "level": level, "vocabulary": vocabulary}
+    baseline_records = train_records if score_baselines else None
+    if meteor and baseline_records is not None:
         try:  # one Java process for the system and its baselines
             common["meteor_scorer"] = MeteorScorer(lang)
         except MetricError as exc:
             logger.warning("METEOR not computed: %s", exc)
     try:
         system, hyp_labels, baselines = _score_all(
-            refs, hyps, ref_labels, scored, train_records, sections, seed, common)
+            refs, hyps, ref_labels, scored, baseline_records, sections, seed, common)
     finally:
         if common.get("meteor_scorer") is not None:
             common["meteor_scorer"].close()
@@ -479,6 +501,7 @@ def evaluate_predictions(
             "protocol": protocol.name,
             "sections": list(sections),
             "tokenizer": tokenizer,
+            "reference_decoding": decoding,
             "uncertain_as": uncertain_as,
             "reference_labels": reference_labels,
             "labeler": f"engine.labeler ({lang})",
@@ -487,6 +510,27 @@ def evaluate_predictions(
         unknown=unknown,
         failed=dict(sorted(failures.items())),
     )
+
+
+def protocol_vocabulary(
+    protocol: Protocol, lang: str, train_records: Sequence[StudyRecord] | None
+) -> tuple[R2GenVocabulary | None, dict[str, Any]]:
+    """The R2Gen vocabulary of ``protocol``, built from the training split's references in its
+    sections, and a record of what was done (for ``metrics.json``)."""
+    if not protocol.vocabulary_threshold:
+        return None, {"applied": False, "reason": "not part of the protocol"}
+    if lang != "en":
+        return None, {"applied": False, "reason": "R2Gen's vocabulary is English"}
+    texts = [t for t in (r.report(lang, protocol.sections) for r in train_records or ())
+             if t.strip()]
+    if not texts:
+        logger.warning("no training reports: references are not cut nor <unk>'d as %s does, "
+                       "so the figures are not exactly comparable", protocol.name)
+        return None, {"applied": False, "reason": "no training reports given"}
+    vocabulary = R2GenVocabulary.from_reports(texts, protocol.vocabulary_threshold,
+                                              protocol.max_seq_length)
+    return vocabulary, {"applied": True, "training_reports": len(texts),
+                        **vocabulary.describe()}
 
 
 _BASELINE_DESCRIPTIONS: dict[str, str] = {

@@ -12,7 +12,8 @@ How one report is read:
    Phrases that state normality ("heart size is normal") are mentions that are absent.
 5. A mention takes the nearest trigger before it (within ``pre_window`` words, no terminator in
    between) and the nearest after it (within ``post_window`` words): uncertain if either is an
-   uncertainty trigger, absent if either negates, present otherwise.
+   uncertainty trigger, absent if either negates, present otherwise. An evidential uncertainty
+   trigger after a negation passes the negation on: "no opacity to suggest pneumonia" is absent.
 6. Two findings offered as alternatives ("atelectasis or scarring") are each uncertain, unless
    negated ("no effusion or pneumothorax").
 7. Per finding, over the whole report: when the report names the finding, only the mentions that
@@ -238,6 +239,7 @@ class FindingsLabeler:
         self, folded: str, triggers: list[_Span], start: int, end: int
     ) -> tuple[Presence, str | None]:
         pre: _Span | None = None
+        evidential = self._c.evidential
         for t in triggers:
             if t.end > start:
                 break
@@ -245,7 +247,16 @@ class FindingsLabeler:
                 pre = None  # a terminator (or pseudo-trigger) closes the earlier scopes
                 continue
             if t.kinds & {"neg_pre", "unc_pre"}:
-                pre = t
+                # "no opacity to suggest pneumonia": the negation reaches through "suggest".
+                passes_on = (
+                    pre is not None and "neg_pre" in pre.kinds and "unc_pre" in t.kinds
+                    and evidential is not None and evidential.fullmatch(t.text) is not None
+                )
+                if passes_on:
+                    assert pre is not None
+                    pre = _Span(t.start, t.end, frozenset({"neg_pre"}), f"{pre.text} ... {t.text}")
+                else:
+                    pre = t
         if pre is not None and _words(folded[pre.end : start]) > self.rules.pre_window:
             pre = None
         post: _Span | None = None

@@ -34,6 +34,8 @@ class LanguageRules:
     - ``alternatives``: words that join two findings as alternatives ("atelectasis or
       scarring"): a finding offered as one of two is uncertain, unless negated ("no effusion
       or pneumothorax" stays absent).
+    - ``evidential``: uncertainty triggers that pass an earlier negation on: "no focal opacity
+      to suggest pneumonia" denies pneumonia, where "opacity suggesting pneumonia" hedges it.
     - ``pre_window`` / ``post_window``: how many words a trigger reaches.
     """
 
@@ -49,6 +51,7 @@ class LanguageRules:
     terminators: tuple[str, ...]
     indirect: dict[str, tuple[str, ...]] = field(default_factory=dict)
     alternatives: tuple[str, ...] = ()
+    evidential: tuple[str, ...] = ()
     pre_window: int = 12
     post_window: int = 6
     compiled: CompiledRules | None = field(default=None, compare=False, repr=False)
@@ -95,6 +98,7 @@ class CompiledRules:
     pseudo: re.Pattern[str] | None
     terminators: re.Pattern[str] | None
     alternatives: re.Pattern[str] | None
+    evidential: re.Pattern[str] | None
 
     @classmethod
     def build(cls, rules: LanguageRules) -> CompiledRules:
@@ -118,4 +122,5 @@ class CompiledRules:
             pseudo=_alt(rules.pseudo),
             terminators=_alt_punct(rules.terminators),
             alternatives=_alt(rules.alternatives),
+            evidential=_alt(rules.evidential),
         )

@@ -28,6 +28,11 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:enlarged|large) (?:heart|cardiac silhouette|cardiac shadow)",
         r"enlargement of the (?:heart|cardiac silhouette|cardiac shadow)",
         r"cardiac enlargement",
+        # Borderline: a mention that carries its own hedge (uncertain).
+        r"borderline (?:heart|cardiac) (?:size|silhouette|contour|enlargement)",
+        r"borderline enlarged (?:heart|cardiac silhouette|cardiac contour)",
+        r"(?:heart|heart size|cardiac silhouette|cardiac size|cardiac contour) "
+        r"(?:is |are |appears? |remains? )?(?:[\w-]+ ){0,2}borderline",
     ),
     "lung_opacity": (
         r"opacit(?:y|ies)",
@@ -47,6 +52,9 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"o?edema",
         r"(?:pulmonary |vascular |venous )congestion",
         r"congestive heart failure",
+        r"(?:early |mild )?(?:heart|cardiac) failure",
+        r"(?:pulmonary )?vascula(?:rity|ture) (?:is |are )?(?:[\w-]+ )?"
+        r"(?:prominent|engorged|congested)",
         r"chf",
         r"kerley b? ?lines",
         # Signs of venous congestion, counted as edema as CheXpert does.
@@ -83,7 +91,12 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "fracture": (r"fractur\w*", r"fx"),
     "support_devices": (
         r"(?:endotracheal|et|enteric|nasogastric|ng|og|orogastric|chest|feeding|tracheostomy|"
-        r"dobhoff|drainage) tubes?",
+        r"dobhoff|drainage|gastrostomy|jejunostomy|nephrostomy) tubes?",
+        r"tracheostomy",
+        r"picc",
+        r"(?:lines|tubes) and (?:lines|tubes)",
+        r"(?:cardiac|closure|electronic|implanted|implantable|occluder|occlusion) (?:[\w-]+ )?"
+        r"devices?",
         r"(?:picc|central venous|central|port-?a-?cath|swan-?ganz|ij|jugular|subclavian|dialysis|"
         r"venous|midline) (?:line|catheter)s?",
         r"catheters?",
@@ -91,12 +104,12 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"pacers?",
         r"aicd",
         r"icds?",
-        r"(?:nerve |vagal nerve )?stimulators?",
+        r"(?:nerve |vagal nerve )?\w*stimulators?",
         r"(?:cardiac |ecg |ekg )?monitor(?:ing)? (?:leads?|wires?|electrodes?)",
         r"electrodes?",
         # A de-identified device whose tip is described ("right chest XXXX tip in the SVC").
-        r"tip (?:is |remains |again )?(?:projecting|projects|overlying|overlies|terminating|"
-        r"terminates|in|at|within|near|over)",
+        r"tip (?:is |remains |again )?(?:visualized |seen |noted )?(?:projecting|projects|"
+        r"overlying|overlies|terminating|terminates|in|at|within|near|over)",
         r"prosthe\w*",
         r"arthroplast\w*",
         r"defibrillators?",
@@ -141,15 +154,22 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"thickening of the (?:\w+ )?pleura",
         r"thickened pleura",
         r"pleural-?parenchymal thickening",
+        # An apical cap is apical pleural thickening; the fissures are pleura too.
+        r"(?:apical )?(?:pleural )?capping",
+        r"apical (?:pleural )?caps?",
+        r"(?:fissural|fissure) thickening",
+        r"thickening of the (?:[\w-]+ ){0,2}fissures?",
+        r"(?:effusions?|fluid) (?:versus|vs\.?|or|and/or) (?:pleural )?thickening",
     ),
     "hernia": (r"hiatal hernia", r"hiatus hernia", r"hernias?"),
     "hyperinflation": (
         r"hyperinflat\w*",
-        r"hyperexpan\w*",
+        r"hyper[- ]?expan\w*",
+        r"over-?expan\w*",
         r"hyperaerat\w*",
         r"(?:over|hyper)-?distended",
         r"hyperdistention",
-        r"flatten\w* (?:of (?:the|both) )?(?:hemi-?)?diaphragm\w*",
+        r"flatten\w* (?:of (?:the|both) )?(?:posterior |anterior )?(?:hemi-?)?diaphragm\w*",
         r"(?:hemi-?)?diaphragms? (?:is |are )?flattened",
         r"(?:increased|large|high) lung volumes?",
     ),
@@ -159,6 +179,9 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:decreased|diminished|reduced|low) (?:lung )?(?:volumes|inflation)",
         r"(?:poor|shallow|suboptimal|limited) (?:inspiratory effort|inspiration)",
         r"lungs? (?:are |is )?(?:\w+ )?hypoinflated",
+        r"lung volumes? (?:is |are |appears? |remains? )?(?:[\w-]+ )?(?:low|decreased|reduced|"
+        r"diminished|small)",
+        r"(?:decreasing|lower|reduced) lung volumes?",
     ),
     "granuloma": (r"granulom\w*",),
     "calcification": (r"calcifi\w*", r"calcinosis"),
@@ -177,17 +200,21 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:spine|spinal|vertebral|facet|thoracic|lumbar|cervical) (?:[\w-]+ ){0,2}\w*arthri\w*",
         r"degenerative (?:\w+ ){0,3}(?:spine|spinal|vertebra\w*|thoracic|disc|endplate)\w*",
         r"degenerative changes?",
+        r"degenerate changes?",
         r"degenerative disease",
+        r"(?:spurring|spurs?|end ?plate changes?) (?:[\w-]+ ){0,3}(?:spine|spinal|vertebra\w*)",
+        r"(?:spine|spinal|vertebral|thoracic) (?:[\w-]+ ){0,2}spurring",
+        r"dish",
         r"osteophyt\w*",
         r"diffuse idiopathic skeletal hyperostosis",
     ),
     "aortic_elongation": (
         # "tortuous thoracic aorta", "tortuosity of the descending thoracic aorta"
-        r"(?:tortu|elongat|unfold|ectati)\w*,? (?:and [\w-]+ )?(?:of |in )?(?:the )?"
+        r"(?:tortu|elongat|unfold|ectati|ectasi)\w*,? (?:and [\w-]+ )?(?:of |in )?(?:the )?"
         r"(?:[\w-]+ ){0,3}aort\w*",
         # "the aorta is tortuous", "the thoracic aorta is calcified and mildly tortuous"
         r"aort\w* (?:[\w-]+ ){0,2}(?:is |are |appears? |remains? |demonstrates |shows )?"
-        r"(?:[\w-]+ ){0,4}(?:tortu|elongat|unfold|ectati)\w*",
+        r"(?:[\w-]+ ){0,4}(?:tortu|elongat|unfold|ectati|ectasi)\w*",
     ),
     "aortic_atheromatosis": (
         r"atheroscleros\w*",
@@ -206,8 +233,12 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "scarring": (r"scar(?:ring|s)?", r"cicatri\w*", r"fibrotic (?:band|strand)s?"),
     "bronchiectasis": (r"bronchiecta\w*",),
     "interstitial_pattern": (
-        r"interstitial (?:markings?|pattern|opacit\w*|prominence|lung disease|disease|changes?|"
-        r"thickening)",
+        r"interstitial (?:markings?|pattern|opacit\w*|opacif\w*|prominence|lung disease|disease|"
+        r"changes?|thickening)",
+        # "interstitial and alveolar opacities", "interstitial pulmonary opacities"
+        r"interstitial (?:and alveolar |pulmonary |lung |nodular |and airspace )(?:markings?|"
+        r"pattern|opacit\w*|opacif\w*)",
+        r"(?:prominen\w*|thicken\w*) (?:of )?(?:the )?(?:pulmonary )?interstiti\w*",
         r"reticul\w* (?:opacit\w*|markings?|pattern|changes?)",
         r"reticulonodular",
         r"(?:increased|prominent|coarse\w*) (?:interstitial |lung |bronchovascular )markings",
@@ -238,12 +269,12 @@ INDIRECT: dict[str, tuple[str, ...]] = {
     "pleural_effusion": (
         r"blunting of (?:the )?(?:[\w-]+ ){0,2}costophrenic",
         r"costophrenic (?:[\w-]+ ){0,2}blunting",
-        r"(?:costophrenic|cp) (?:angles?|sulc(?:us|i)|recess(?:es)?) (?:is |are |remains? )?"
+        r"(?:costophrenic|cp) (?:angles?|sulc(?:us|i)|recess(?:es)?|xxxx) (?:is |are |remains? )?"
         r"(?:[\w-]+ ){0,2}blunt\w*",
         r"blunted (?:[\w-]+ ){0,2}(?:costophrenic|cp|sulc(?:us|i))",
         r"(?:sulc(?:us|i)) (?:is |are )?(?:[\w-]+ ){0,2}blunt\w*",
     ),
-    "nodule": (r"nodular(?:ity)?", r"nodularit(?:y|ies)"),
+    "nodule": (r"nodular(?:ity)?", r"nodularit(?:y|ies)", r"fibronodular"),
     "mass": (r"mass-?like",),
     "atelectasis": (r"volume loss",),
     # Crowded bronchovascular markings are what low lung volumes look like.
@@ -259,16 +290,22 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     "emphysema": (r"subcutaneous emphysema", r"soft tissue emphysema"),
     "fibrosis": (r"cystic fibrosis",),
     "lung_lesion": (
-        r"(?:bony|osseous|bone|lytic|sclerotic|skeletal|blastic|skin|cutaneous|expansile) "
+        r"(?:bony|osseous|bone|lytic|lucent|sclerotic|skeletal|blastic|skin|cutaneous|expansile) "
         r"(?:[\w-]+ )?lesions?",
         # A lesion of a bone is not a lung lesion; a mass lesion is a mass.
         r"lesions? (?:of|in|involving|within|along) (?:the )?(?:[\w-]+ ){0,3}(?:ribs?|humer\w*|"
         r"clavic\w*|scapul\w*|vertebra\w*|spine|sternum|bones?)",
         r"mass(?:-like)? lesions?",
+        r"(?:thoracic|pleural|abdominal|peritoneal|chest|body) cavity",
     ),
     "calcification": (
         # What other findings already say: calcified granulomas, calcified aorta.
         r"calcifi(?:ed|c) (?:[\w-]+ ){0,2}granulom\w*",
+        # "calcified right lower lobe 5 mm granuloma": only places and sizes in between
+        r"calcified (?:(?:right|left|bilateral|upper|middle|lower|lobe|lung|midlung|mid|apical|"
+        r"basilar|hilar|perihilar|stable|small|tiny|\d+ ?mm)[ -]){1,6}granulom\w*",
+        r"granulomatous (?:[\w-]+ ){0,2}calcifi\w*",
+        r"non-? ?calcified",
         r"granulom\w* (?:is |are )?calcified",
         r"aort\w* (?:[\w-]+ ){0,2}(?:is |are |appears? |remains? |demonstrates |shows |with )?"
         r"(?:[\w-]+ ){0,3}calcifi\w*",
@@ -276,9 +313,34 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
         r"atherosclerotic (?:[\w-]+ ){0,2}calcifi\w*",
     ),
     "lung_opacity": (r"(?:bone|bony|mineral) densit(?:y|ies)",),
+    # Degenerative changes of the shoulders and other joints are not of the spine.
+    "spondylosis": (
+        r"degenerative (?:[\w-]+ ){0,3}(?:of|in|involving|at|within|along) (?:the )?"
+        r"(?:[\w-]+ ){0,3}"
+        r"(?:shoulders?|costochondral|acromioclavicular|ac|glenohumeral|sternoclavicular|joints?|"
+        r"humer\w*|clavic\w*|hips?|knees?)",
+        r"(?:shoulders?|acromioclavicular|ac joints?|glenohumeral|sternoclavicular) (?:joints? )?"
+        r"(?:[\w-]+ ){0,2}degenerative (?:changes?|disease)",
+    ),
+    # A disclaimer ("fractures may not be demonstrated"), a history, or a broken device.
+    "fracture": (
+        r"fractur\w* (?:may|might|can|could) not be "
+        r"(?:demonstrated|seen|visible|detected|identified)",
+        r"history of (?:[\w-]+ ){0,2}fractur\w*",
+        r"(?:catheter|line|wire|screw|lead|hardware|rod|plate)s? (?:[\w-]+ ){0,3}fractur\w*",
+        r"fractur\w* of (?:the )?(?:[\w-]+ ){0,4}(?:screw|wire|lead|catheter|rod|plate)s?",
+    ),
+    # A nodular density the report explains as something else (granuloma, nipple, healing rib
+    # fracture) is that thing.
+    "nodule": (
+        r"nodular (?:densit\w*|opacit\w*) (?:[\w-]+,? ){0,8}(?:consistent with|compatible with|"
+        r"represents?|reflects?|from|due to|secondary to|probably|likely|most likely) (?:an? )?"
+        r"(?:[\w-]+ ){0,3}(?:granulom\w*|nipple\w*|fractur\w*)",
+    ),
     "hernia": (r"(?:inguinal|umbilical|ventral) hernias?",),
     "pneumonia": (
         r"(?:urinary|urinary tract) infection",
+        r"(?:prior|old|previous|remote|healed) (?:[\w-]+ ){0,2}infection",
         r"granulomatous (?:infection|disease|process)",
     ),
     "support_devices": (
@@ -295,6 +357,7 @@ NEGATION_PRE: tuple[str, ...] = (
     r"negative for",
     r"free of",
     r"clear of",
+    r"clear(?= (?:of )?(?:focal )?air ?space)",  # "lungs are clear airspace disease" (dictation)
     r"absence of",
     r"absent",
     r"no evidence of",
@@ -343,6 +406,7 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"suspect",
     r"suggestive of",
     r"suggest(?:s|ing)?",
+    r"to (?:suggest|indicate)",
     r"concerning for",
     r"concern for",
     r"cannot exclude",
@@ -361,6 +425,8 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"equivocal",
     r"borderline",
     r"rule out",
+    r"(?:please )?correlate (?:clinically )?(?:for|as to)",
+    r"(?:clinical )?correlation for",
     r"r/o",
     r"evaluate for",
     r"assess for",
@@ -377,6 +443,7 @@ UNCERTAIN_POST: tuple[str, ...] = (
     r"not (?:entirely |completely )?excluded",
     r"(?:is|are|would be|remains?) (?:a |also a )?(?:consideration|possibility)",
     r"(?:is|are) (?:in|included in) the differential",
+    r"(?:is|are) (?:an)?other consideration",
     r"\?",
     r"versus",
     r"vs\.?",
@@ -411,6 +478,17 @@ TERMINATORS: tuple[str, ...] = (
 
 ALTERNATIVES: tuple[str, ...] = (r"or", r"and/or")
 
+#: Uncertainty triggers through which an earlier negation reaches: "no focal opacity to suggest
+#: pneumonia", "no findings suspicious for malignancy".
+EVIDENTIAL: tuple[str, ...] = (
+    r"to (?:suggest|indicate)",
+    r"suggestive of",
+    r"concerning for",
+    r"concern for",
+    r"worrisome for",
+    r"suspicious for",
+)
+
 RULES_EN = LanguageRules(
     lang="en",
     mentions=MENTIONS,
@@ -424,4 +502,5 @@ RULES_EN = LanguageRules(
     pseudo=PSEUDO,
     terminators=TERMINATORS,
     alternatives=ALTERNATIVES,
+    evidential=EVIDENTIAL,
 )

@@ -68,6 +68,12 @@ def test_evaluate_real_iu_test_split(shared_data: Path, tmp_path: Path,
     assert protocol["tokenizer"] == "r2gen" and "R2Gen (Chen et al. 2020)" in (
         protocol["comparable_with"])
     assert metrics["bootstrap"]["n_resamples"] == 200 and metrics["bootstrap"]["seed"] == 12
+    # References read back as R2Gen decodes them: its vocabulary of the 2,069 training FINDINGS
+    # (threshold 3) and 59 tokens at most.
+    assert protocol["vocabulary_threshold"] == 3 and protocol["max_seq_length"] == 60
+    decoding = metrics["settings"]["reference_decoding"]
+    assert decoding["applied"] and decoding["training_reports"] == 2069
+    assert decoding["max_reference_tokens"] == 59 and decoding["vocabulary_size"] == 760
     nlg = metrics["nlg"]
     assert 0.0 < nlg["BLEU-4"] < nlg["BLEU-1"] < 1.0
     clinical = metrics["clinical"]["per_finding"]
@@ -111,6 +117,9 @@ def test_departing_from_the_protocol_is_recorded(r2gen_root: Path, tmp_path: Pat
     assert metrics["protocol"]["name"] == "custom"
     assert metrics["protocol"]["comparable_with"] == []
     assert metrics["baselines"] == {} and metrics["intervals"] == {}
+    # A custom protocol is not R2Gen's: its references are not decoded.
+    assert metrics["settings"]["reference_decoding"] == {"applied": False,
+                                                         "reason": "not part of the protocol"}
 
 
 def test_spanish_evaluation_on_padchest_gr(tmp_path: Path) -> None:

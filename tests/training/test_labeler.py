@@ -43,6 +43,44 @@ EN_CASES = [
     ("Evidence of prior granulomatous infection.", {"granuloma": "present"}),
 ]
 
+#: Readings fixed while tuning on the IU reports outside the held-out part, in sentences of our
+#: own (the IU reports may not be copied).
+EN_TUNED_CASES = [
+    # A negation reaches through "to suggest"; a plain "suggesting" still hedges.
+    ("No focal airspace opacity to suggest pneumonia.",
+     {"lung_opacity": "absent", "pneumonia": "absent", "no_finding": "present"}),
+    ("There is no pleural line to suggest a pneumothorax.",
+     {"pneumothorax": "absent", "no_finding": "present"}),
+    ("Patchy opacity suggesting early pneumonia.",
+     {"lung_opacity": "present", "pneumonia": "uncertain"}),
+    ("No effusion. Findings suggest pneumonia.",
+     {"pleural_effusion": "absent", "pneumonia": "uncertain"}),
+    ("Correlate clinically for infection.", {"pneumonia": "uncertain"}),
+    ("Borderline heart size.", {"cardiomegaly": "uncertain"}),
+    ("The heart is borderline in size.", {"cardiomegaly": "uncertain"}),
+    # What another finding already says, or a device, or a disclaimer, is not the finding.
+    ("Small calcified left lower lobe granuloma.", {"granuloma": "present"}),
+    ("Granulomatous calcifications in the mediastinum.", {"granuloma": "present"}),
+    ("Non calcified nodule in the right upper lobe.", {"nodule": "present"}),
+    ("Fractures may not be demonstrated on this radiograph.", {"no_finding": "present"}),
+    ("The most lateral fixation screw is fractured.",
+     {"support_devices": "present", "no_finding": "present"}),
+    ("Nodular density over the left fourth rib, likely a healing rib fracture.",
+     {"lung_opacity": "present", "fracture": "uncertain"}),
+    ("Degenerative changes of both shoulders.", {"no_finding": "present"}),
+    ("Lucent lesion in the left humeral head.", {"no_finding": "present"}),
+    # Phrasings that were missed.
+    ("Spurring of the thoracic spine.", {"spondylosis": "present"}),
+    ("Aortic ectasia.", {"aortic_elongation": "present"}),
+    ("Lung volumes are low.", {"hypoinflation": "present"}),
+    ("Apical pleural capping on the left.", {"pleural_thickening": "present"}),
+    ("Lungs are hyper expanded.", {"hyperinflation": "present"}),
+    ("Interstitial and alveolar opacities in both bases.",
+     {"lung_opacity": "present", "interstitial_pattern": "present"}),
+    ("Left PICC terminates in the lower SVC.",
+     {"support_devices": "present", "no_finding": "present"}),
+]
+
 #: The report-level reading and the readings the issue found wrong, in sentences of our own.
 EN_REPORT_CASES = [
     # An explicit negation is not outvoted by an indirect sign elsewhere in the report.
@@ -108,6 +146,11 @@ ES_CASES = [
 
 @pytest.mark.parametrize(("text", "expected"), EN_CASES)
 def test_english(text: str, expected: dict[str, str]) -> None:
+    assert label_report(text, "en") == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), EN_TUNED_CASES)
+def test_english_tuned_readings(text: str, expected: dict[str, str]) -> None:
     assert label_report(text, "en") == expected
 
 

@@ -25,6 +25,7 @@ from training.metrics.clinical import (
 from training.metrics.nlg import (
     MeteorScorer,
     NLGCorpus,
+    R2GenVocabulary,
     clean_report_r2gen,
     meteor_aggregate,
     nlg_intervals,
@@ -189,6 +190,39 @@ def test_r2gen_cleaning_of_the_xml_findings_equals_r2gen_references(shared_data:
             assert ours == clean_report_r2gen(entry["report"]).split(), entry["id"]
             compared += 1
     assert compared > 2900
+
+
+def test_r2gen_vocabulary_reads_references_as_r2gen_decodes_them() -> None:
+    train = ["Heart normal. Lungs clear."] * 3 + ["Heart enlarged. Rare word."] * 2
+    vocab = R2GenVocabulary.from_reports(train, threshold=3, max_seq_length=6)
+    # Seen 3 times or more: heart, normal, lungs, clear, "." (heart: 5, ".": 10).
+    assert vocab.words == frozenset({"heart", "normal", "lungs", "clear", "."})
+    assert vocab.describe()["vocabulary_size"] == 6  # with <unk>, as R2Gen counts it
+    # BOS + 5 tokens fit in 6 ids: a decoded reference keeps 5 tokens; a hypothesis is not cut.
+    cleaned = clean_report_r2gen("Heart enlarged. Lungs clear.")
+    assert vocab.reference(cleaned) == "heart <unk> . lungs clear"
+    assert vocab.hypothesis(cleaned) == "heart <unk> . lungs clear ."
+    with pytest.raises(ValueError, match="threshold"):
+        R2GenVocabulary(frozenset(), 0, 60)
+
+
+def test_r2gen_vocabulary_changes_what_is_scored() -> None:
+    """A word rarer than the threshold matches R2Gen's <unk> on both sides; a reference longer
+    than the cut is scored on its first tokens only."""
+    long_ref = "The heart is normal. " + "The lungs are clear. " * 20
+    refs = [long_ref, "Mild cardiomegaly with zebra stripes."]
+    hyps = ["The heart is normal. The lungs are clear.", "Mild cardiomegaly with okapi stripes."]
+    train = ["The heart is normal. The lungs are clear. Mild cardiomegaly with stripes."] * 3
+    vocab = R2GenVocabulary.from_reports(train)
+    plain = nlg_scores(refs, hyps, meteor=False)
+    decoded = nlg_scores(refs, hyps, meteor=False, vocabulary=vocab)
+    assert decoded["BLEU-4"] > plain["BLEU-4"]
+    with NLGCorpus(refs, hyps, meteor=False, vocabulary=vocab) as corpus:
+        assert corpus.scores()["BLEU-4"] == pytest.approx(decoded["BLEU-4"])
+    # Each reference is 59 tokens at most (R2Gen's IU X-Ray max_seq_length of 60 with BOS).
+    assert len(vocab.reference(clean_report_r2gen(long_ref)).split()) == 59
+    with pytest.raises(ValueError, match="r2gen"):
+        NLGCorpus(refs, hyps, meteor=False, tokenizer="none", vocabulary=vocab)
 
 
 # -- Bootstrap ------------------------------------------------------------------------------

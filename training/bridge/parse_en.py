@@ -384,6 +384,7 @@ def parse_sentence(sentence: str) -> ParsedSentence:
 
     # Findings from the English labeler, in sentence order.
     mentions: list[tuple[int, int, str, str, str | None]] = []
+    signs: set[tuple[int, str]] = set()  # (start, finding) of the indirect mentions
     cursor = 0
     for mention in get_labeler("en").mentions(text, sections=False):
         if mention.finding == "no_finding":
@@ -396,6 +397,8 @@ def parse_sentence(sentence: str) -> ParsedSentence:
             at = min(cursor, len(folded))
         end = min(at + len(needle), len(folded))
         mentions.append((at, end, mention.finding, mention.presence, mention.trigger))
+        if not mention.direct:
+            signs.add((at, mention.finding))
         take(at, end)
         in_mention[at:end] = [True] * (end - at)
         cursor = at
@@ -407,6 +410,18 @@ def parse_sentence(sentence: str) -> ParsedSentence:
         if not (m[2] == "support_devices" and folded[m[0]:m[1]].startswith("tip")
                 and any(p[2] == "support_devices" for p in mentions[:i]))
     ]
+    # A sign of a finding the sentence also names ("blunting ..., which may reflect small
+    # effusions") is not a second statement of it: the finding is what is said of it by name,
+    # as the labeler reads it. When the name is denied ("blunting ..., without effusion") the
+    # sign states something the statement cannot carry beside the denial, so the sentence is
+    # not realised.
+    named: dict[str, set[str]] = {}
+    for item in mentions:
+        if (item[0], item[2]) not in signs:
+            named.setdefault(item[2], set()).add(item[3])
+    denied_signs = [folded[m[0]:m[1]] for m in mentions
+                    if (m[0], m[2]) in signs and named.get(m[2]) == {"absent"}]
+    mentions = [m for m in mentions if (m[0], m[2]) not in signs or m[2] not in named]
     for pattern, normal in _NORMALS:
         for m in pattern.finditer(folded):
             if m.end() > m.start() and free(m.start(), m.end()):
@@ -457,7 +472,7 @@ def parse_sentence(sentence: str) -> ParsedSentence:
         # Location, size or severity with no finding to carry them would be lost.
         unknown += [value for _, kind, value in mods if kind in ("zone", "size", "severity")
                     and value.rstrip("+") not in ("lung", "focal")]
-    result.unknown = unknown
+    result.unknown = unknown + [w for sign in denied_signs for w in sign.split()[:1]]
 
     # English puts adjectives before the noun ("small left effusion") and places, sizes and
     # changes either before it or after it ("effusion in the left base", "... is unchanged").
@@ -472,6 +487,12 @@ def parse_sentence(sentence: str) -> ParsedSentence:
         elif mentions and not (kind == "change" and value == "old"):
             # ("prior" of "unchanged from prior" speaks of the study, not of a finding.)
             result.unknown.append(value)  # a modifier no finding can carry would be lost
+    # "The aorta is tortuous and calcified": "calcified" is the atheromatosis, not a quality of
+    # the elongation (nor of anything else in the sentence).
+    if any(item[2] == "aortic_atheromatosis" for item in mentions):
+        for i, item in enumerate(mentions):
+            if item[2] != "aortic_atheromatosis":
+                attached[i] = [kv for kv in attached[i] if kv != ("severity", "calcified")]
     for i, (start, _end, key, presence, trigger) in enumerate(mentions):
         if (presence == "uncertain" and trigger and "suggest" in trigger
                 and re.search(r"\b(?:no|without)\b", folded[:start])):

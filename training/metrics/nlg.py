@@ -11,9 +11,13 @@ Text is prepared before scoring with one of:
 
 - ``"r2gen"`` (default): R2Gen's report cleaning (lower case, punctuation removed, sentences
   joined with ``" . "``), reproduced from its ``clean_report_iu_xray``; this is what published
-  IU X-Ray and MIMIC-CXR numbers use. (Its references are also cut to the first 59 tokens and
-  words seen fewer than 3 times in the training reports become ``<unk>``: R2Gen decodes its
-  references from token ids. We score the full cleaned text; see the README.)
+  IU X-Ray and MIMIC-CXR numbers use. With an :class:`R2GenVocabulary` the text is also read
+  as R2Gen's decoder reads it: R2Gen scores references decoded from their token ids, so each
+  reference is cut to its first ``max_seq_length - 1`` tokens (60 - 1 = 59 on IU X-Ray: the
+  ids are ``[BOS] + tokens + [EOS]`` cut at 60, and decoding starts after BOS) and words seen
+  fewer than ``threshold`` times (3 on IU X-Ray) in the cleaned training reports read
+  ``<unk>``. Generated reports get the same ``<unk>`` (R2Gen's decoder can only emit its
+  vocabulary, and its ``<unk>`` matches a reference's ``<unk>``) but are not cut.
 - ``"ptb"``: the Stanford PTB tokenizer of pycocoevalcap (COCO captioning convention; Java).
 - ``"none"``: lower case and whitespace only.
 
@@ -81,6 +85,55 @@ def clean_report_r2gen(report: str) -> str:
 
     tokens = [clean(s) for s in sentences]
     return " . ".join(tokens) + " ."
+
+
+class R2GenVocabulary:
+    """R2Gen's word vocabulary and reference length (``modules/tokenizers.py`` and
+    ``modules/datasets.py`` of R2Gen): what its references look like once decoded from ids.
+
+    ``words`` are the tokens seen at least ``threshold`` times in the cleaned training reports
+    (:meth:`from_reports`); ``max_seq_length`` counts BOS, as R2Gen's ``--max_seq_length`` does.
+    """
+
+    UNK = "<unk>"
+
+    def __init__(self, words: frozenset[str], threshold: int, max_seq_length: int) -> None:
+        if threshold < 1:
+            raise ValueError(f"threshold must be at least 1, got {threshold}")
+        if max_seq_length < 2:
+            raise ValueError(f"max_seq_length must be at least 2, got {max_seq_length}")
+        self.words = words
+        self.threshold = threshold
+        self.max_seq_length = max_seq_length
+
+    @classmethod
+    def from_reports(cls, reports: Sequence[str], threshold: int = 3,
+                     max_seq_length: int = 60) -> R2GenVocabulary:
+        """The vocabulary of the training ``reports`` (raw text; cleaned here as R2Gen does)."""
+        counts: dict[str, int] = {}
+        for report in reports:
+            for token in clean_report_r2gen(report).split():
+                counts[token] = counts.get(token, 0) + 1
+        return cls(frozenset(t for t, n in counts.items() if n >= threshold), threshold,
+                   max_seq_length)
+
+    @property
+    def max_reference_tokens(self) -> int:
+        """Tokens a decoded reference keeps: the ids are cut at ``max_seq_length`` with BOS."""
+        return self.max_seq_length - 1
+
+    def hypothesis(self, cleaned: str) -> str:
+        """A cleaned generated report with the words outside the vocabulary as ``<unk>``."""
+        return " ".join(t if t in self.words else self.UNK for t in cleaned.split())
+
+    def reference(self, cleaned: str) -> str:
+        """A cleaned reference as R2Gen decodes it: ``<unk>`` and cut."""
+        return " ".join(self.hypothesis(cleaned).split()[: self.max_reference_tokens])
+
+    def describe(self) -> dict[str, int]:
+        return {"threshold": self.threshold, "max_seq_length": self.max_seq_length,
+                "max_reference_tokens": self.max_reference_tokens,
+                "vocabulary_size": len(self.words) + 1}  # with <unk>, as R2Gen counts it
 
 
 def _tokenize(texts: Mapping[str, str], tokenizer: str) -> dict[str, list[str]]:
@@ -303,7 +356,10 @@ class NLGCorpus:
         tokenizer: str = "r2gen",
         meteor: bool = True,
         meteor_scorer: MeteorScorer | None = None,
+        vocabulary: R2GenVocabulary | None = None,
     ) -> None:
+        if vocabulary is not None and tokenizer != "r2gen":
+            raise ValueError("an R2Gen vocabulary needs the 'r2gen' tokenizer")
         if len(references) != len(hypotheses):
             raise ValueError(
                 f"references and hypotheses differ in length ({len(references)} vs "
@@ -321,6 +377,9 @@ class NLGCorpus:
         ids = [str(i) for i in range(self.n)]
         gts = _tokenize(dict(zip(ids, references, strict=True)), tokenizer)
         res = _tokenize(dict(zip(ids, hypotheses, strict=True)), tokenizer)
+        if vocabulary is not None:
+            gts = {k: [vocabulary.reference(v[0])] for k, v in gts.items()}
+            res = {k: [vocabulary.hypothesis(v[0])] for k, v in res.items()}
         # pycocoevalcap's ROUGE divides by the hypothesis length; an empty report becomes one
         # token that matches nothing, so it scores (about) 0 instead of crashing or matching ".".
         empty = {k for k, h in zip(ids, hypotheses, strict=True) if not h.strip()}
@@ -433,6 +492,7 @@ def nlg_scores(
     lang: str = "en",
     tokenizer: str = "r2gen",
     meteor: bool = True,
+    vocabulary: R2GenVocabulary | None = None,
 ) -> dict[str, Any]:
     """BLEU-1..4, METEOR, ROUGE-L and CIDEr of ``hypotheses`` against ``references``.
 
@@ -441,7 +501,7 @@ def nlg_scores(
     ``"meteor_error"`` then says why.
     """
     with NLGCorpus(references, hypotheses, lang=lang, tokenizer=tokenizer,
-                   meteor=meteor) as corpus:
+                   meteor=meteor, vocabulary=vocabulary) as corpus:
         out: dict[str, Any] = dict(corpus.scores())
         if corpus.meteor_error:
             out["meteor_error"] = corpus.meteor_error
