@@ -10,11 +10,12 @@ Impresión summarises, as a radiologist closes a report: the findings coded pres
 sentence, in order of clinical weight (:data:`CLINICAL_ORDER`), joined as Spanish joins them
 ("Derrame pleural derecho y atelectasia."); the uncertain ones after them, hedged once per
 probability band ("Probable neumonía.", "No se descartan edema pulmonar e infiltrado
-pulmonar."); devices last. "Sin hallazgos patológicos significativos." opens it when "no
-finding" is coded present and no finding is (as the SR then states a normal study), uncertain
-findings following it; when "no finding" is not coded present and no other finding is present
-or uncertain, it reads "Sin hallazgos patológicos concluyentes." (the model did not call the
-study normal). Impresión never names a finding Hallazgos does not, and the text never names a
+pulmonar."); devices last. A study with nothing present or uncertain reads "Sin hallazgos
+patológicos significativos." when "no finding" is coded present (the SR then states a normal
+study), else "Sin hallazgos patológicos concluyentes." (the model did not call it normal). With
+"no finding" coded present beside uncertain findings, "Sin hallazgos patológicos
+concluyentes." opens the hedges: a radiologist does not call a study normal and then list what
+it cannot exclude. Impresión never names a finding Hallazgos does not, and the text never names a
 finding the SR codes absent as present or uncertain, nor the reverse: both are built from the
 same :class:`~engine.result.FindingResult` objects as the SR's TID 1500 content.
 """
@@ -179,9 +180,9 @@ def impression(
     no_finding = next((f.presence for f in findings if f.key == "no_finding"), None)
 
     out: list[str] = []
-    if no_finding == "present" and not present:
-        # As the SR states it (a coded normal impression); uncertain findings follow, hedged.
-        out.append(NO_FINDINGS)
+    if no_finding == "present" and not present and (probable or possible):
+        # Called normal, with findings it cannot exclude: not "significativos" and then hedges.
+        out.append(NOT_CONCLUSIVE)
     if present:
         phrases = _grouped_by_side(present[:MAX_PRESENT])
         if len(present) > MAX_PRESENT:
@@ -201,7 +202,7 @@ def impression(
         verb = "no se descartan" if plural else "no se descarta"
         out.append(sentence(f"{verb} {join_phrases(phrases)}"))
     if not out:
-        out.append(NO_FINDINGS if no_finding is None else NOT_CONCLUSIVE)
+        out.append(NO_FINDINGS if no_finding in (None, "present") else NOT_CONCLUSIVE)
     if "present" in devices:
         out.append("Dispositivos médicos.")
     elif "uncertain" in devices:

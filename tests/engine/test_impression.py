@@ -136,9 +136,9 @@ def test_agreement(findings: list[FindingResult], expected: str) -> None:
     assert _sections(findings)["Impresión"] == expected
 
 
-def test_a_coded_normal_study_with_an_uncertain_finding_says_both() -> None:
+def test_a_coded_normal_study_with_an_uncertain_finding_is_not_called_normal() -> None:
     findings = [_f("no_finding", "present", 0.8), _f("atelectasis", "uncertain", 0.25),
                 _f("pleural_effusion", "absent", 0.02)]
-    assert _sections(findings)["Impresión"] == (
-        "Sin hallazgos patológicos significativos. No se descarta atelectasia."
-    )
+    text = _sections(findings)["Impresión"]
+    assert text == "Sin hallazgos patológicos concluyentes. No se descarta atelectasia."
+    assert NO_FINDINGS not in text
