@@ -143,7 +143,7 @@ def _lateral_like(frontal: Any, image_path: Path) -> Any:
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.SeriesInstanceUID = generate_uid()
-    ds.InstanceNumber = 2
+    ds.InstanceNumber = int(getattr(frontal, "InstanceNumber", 0) or 0) + 1
     return ds
 
 
@@ -177,7 +177,8 @@ def build_studies(
             second.StudyInstanceUID = frontals[name].StudyInstanceUID
             second.SOPInstanceUID = generate_uid()
             second.file_meta.MediaStorageSOPInstanceUID = second.SOPInstanceUID
-            second.InstanceNumber = 2
+            # After the first, so view selection analyses the first (lowest Instance Number).
+            second.InstanceNumber = int(getattr(frontals[name], "InstanceNumber", 0) or 0) + 1
             studies.append((f"{name}+{other}", [frontals[name], second]))
     else:
         raise SystemExit(f"unknown study kind {kind!r}: choose from {', '.join(STUDY_KINDS)}")
