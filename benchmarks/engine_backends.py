@@ -225,6 +225,8 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
 
     raw = build_studies(Path(args.dicom_dir), Path(args.lateral_dir), args.study_kind,
                         args.no_view_header)
+    if not raw:
+        raise SystemExit(f"no DICOM study in {args.dicom_dir}")
     forced = {"max_length": args.tokens, "min_length": args.tokens} if args.tokens else {}
     engine = create_engine(
         args.artifact,
