@@ -137,9 +137,11 @@ def _lateral_like(frontal: Any, image_path: Path) -> Any:
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.SamplesPerPixel = 1
     ds.PixelData = pixels.tobytes()
+    for keyword in VIEW_KEYWORDS:  # the frontal's own view signals ("PA" in its texts)
+        if keyword in ds:
+            delattr(ds, keyword)
     ds.ViewPosition = "LL"
-    if "PatientOrientation" in ds:
-        ds.PatientOrientation = ["A", "F"]
+    ds.PatientOrientation = ["A", "F"]
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.SeriesInstanceUID = generate_uid()
