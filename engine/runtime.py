@@ -345,29 +345,31 @@ class Engine:
                 )
             else:
                 good.append(i)
-        if not good:
-            return [r for r in out if r is not None]
-        cross = decoder_memory(
-            self.artifact.manifest.decoder.memory,
-            encoded,
-            good,
-            self.prompt,
-            self.prompt_states(encoded.probs) if self.prompt is not None else None,
-        )
-        token_ids = generate(
-            self.backend.decode_step, self.backend.empty_cache, cross, self.decoding, self.rules
-        )
+        manifest = self.artifact.manifest
+        # The structured writer never reads the decoder's text: it is not generated.
+        token_ids: list[list[int]] | list[None] = [None] * len(good)
+        if manifest.report_writer != "structured" and good:
+            cross = decoder_memory(
+                manifest.decoder.memory,
+                encoded,
+                good,
+                self.prompt,
+                self.prompt_states(encoded.probs) if self.prompt is not None else None,
+            )
+            token_ids = generate(
+                self.backend.decode_step, self.backend.empty_cache, cross, self.decoding,
+                self.rules
+            )
         for i, ids in zip(good, token_ids, strict=True):
             study = studies[i]
-            sections = self.tokenizer.sections(ids)
-            if not sections:
+            sections = self.tokenizer.sections(ids) if ids is not None else None
+            if ids is not None and not sections:
                 out[i] = EngineOutputError(
                     f"study {study.study_instance_uid}: the decoder produced no report text",
                     study_instance_uid=study.study_instance_uid,
                 )
                 continue
             findings = self._findings(study, encoded.probs[i], encoded.boxes[i])
-            manifest = self.artifact.manifest
             written = choose_text(
                 manifest.report_writer,
                 findings,

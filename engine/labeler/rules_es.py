@@ -317,6 +317,50 @@ TERMINATORS: tuple[str, ...] = (
     r":",
 )
 
+# Global normal statements: a whole sentence that calls the study normal ("Sin hallazgos
+# patológicos significativos.", "Estudio dentro de la normalidad.", "Tórax sin alteraciones.").
+# Each pattern must match the whole sentence (folded, an opening "Impresión:"-style heading and
+# the final stop removed), so a qualified or regional statement is not global: "Sin otros
+# hallazgos.", "Resto del estudio sin alteraciones.", "Parénquima pulmonar sin alteraciones.",
+# "Sin hallazgos patológicos salvo ...", "Sin hallazgos de neumonía." The labeler derives
+# ``no_finding`` from the findings it reads; the neural-writer check reads these to catch a
+# text that calls the study normal beside a finding (engine.writers.check).
+_HALLAZGOS = (
+    r"(?:hallazgos?|alteracion(?:es)?|anomalias?|anormalidad(?:es)?|patologia|enfermedad)"
+)
+_QUALITY = (
+    r"(?:,? (?:y |ni )?(?:patologic[oa]s?|radiologic[oa]s?|significativ[oa]s?|relevantes?|"
+    r"de interes|valorables?|destacables?|resenables?|concluyentes?|agud[oa]s?|evidentes?|"
+    r"(?:cardio|pleuro|cardiopleuro)?pulmonar(?:es)?|cardiac[oa]s?|(?:cardio)?mediastinic[oa]s?|"
+    r"a (?:destacar|resenar|senalar)|para (?:la|su) edad|"
+    r"toracic[oa]s?|intratoracic[oa]s?|(?:de )?caracter agudo|"
+    r"(?:de )?(?:significacion|significado) patologic[oa]|"
+    r"(?:radiologicamente|clinicamente) significativ[oa]s?))*"
+)
+_STUDY = (
+    r"(?:estudio|radiografia|rx|placa|exploracion|examen|torax|control)"
+    r"(?: (?:radiologic[oa]|radiografic[oa]|simple|actual|de torax|del torax|toracic[oa]|"
+    r"(?:en )?(?:proyecciones? )?(?:pa|ap|posteroanterior|anteroposterior)(?: y lateral)?))*"
+)
+_NORMALITY = (
+    r"(?:normal(?:es)?|dentro de (?:la )?normalidad|dentro de (?:los )?limites normales|"
+    r"sin (?:alteraciones|hallazgos)" + _QUALITY + r"|de caracteristicas normales|"
+    r"sin evidencia de patologia" + _QUALITY + r")(?: para (?:la|su) edad)?"
+)
+GLOBAL_NORMAL: tuple[str, ...] = (
+    r"(?:sin|no (?:se )?(?:(?:observa|aprecia|identifica|evidencia|visualiza|objetiva|"
+    r"demuestra)n?|hay|existen?|presenta)|ausencia de) " + _HALLAZGOS + _QUALITY,
+    r"sin (?:evidencia|signos|datos|imagenes) de " + _HALLAZGOS + _QUALITY,
+    _STUDY + r" (?:(?:es|se encuentra|resulta|esta) )?" + _NORMALITY,
+    r"(?:hallazgos|resultado) (?:radiologicos? )?dentro de (?:la )?normalidad",
+    r"(?:normal|normalidad radiologica|dentro de (?:la )?normalidad)",
+)
+#: A global normal statement limited to acute disease ("Sin hallazgos cardiopulmonares
+#: agudos."): it does not deny chronic findings.
+GLOBAL_NORMAL_ACUTE: str = r"\bagud[oa]s?\b"
+#: Headings that may open the sentence of a global normal statement.
+GLOBAL_NORMAL_HEADING: str = r"(?:impresion|conclusion|diagnostico|juicio|comentario)\s*:\s*"
+
 RULES_ES = LanguageRules(
     lang="es",
     mentions=MENTIONS,

@@ -58,11 +58,15 @@ class Borders:
 
 def _flat_run(lines: NDArray[np.float64], edge_value: float, tolerance: float, limit: int) -> int:
     """How many leading lines (rows of ``lines``) are flat and at the edge's value."""
-    spread = lines.max(axis=1) - lines.min(axis=1)
-    flat = (spread <= tolerance) & (np.abs(lines.mean(axis=1) - edge_value) <= tolerance)
-    if not flat[0]:
+
+    def flat(block: NDArray[np.float64]) -> NDArray[np.bool_]:
+        spread = block.max(axis=1) - block.min(axis=1)
+        return (spread <= tolerance) & (np.abs(block.mean(axis=1) - edge_value) <= tolerance)
+
+    # Most images have no border: the first line decides that without reading the others.
+    if not flat(lines[:1])[0]:
         return 0
-    not_flat = np.flatnonzero(~flat[:limit])
+    not_flat = np.flatnonzero(~flat(lines[:limit]))
     return int(not_flat[0]) if not_flat.size else limit
 
 
@@ -70,12 +74,21 @@ def detect_borders(values: NDArray[np.float64], valid: NDArray[np.bool_] | None 
     """Constant bands along the edges (a burnt-in frame, a flat fill where collimation was
     cropped): rows/columns whose values stay within :data:`BORDER_FLATNESS` of the image range
     and equal the edge's value. Padding pixels (``valid`` False) count as flat."""
+    return _borders_and_range(values, valid)[0]
+
+
+def _borders_and_range(
+    values: NDArray[np.float64], valid: NDArray[np.bool_] | None
+) -> tuple[Borders, tuple[float, float] | None]:
+    """:func:`detect_borders`, and the robust percentiles of the finite image pixels it
+    computed on the way (None when there are too few): with no border they are the
+    normalisation's own, so :func:`normalize_intensity` does not sort the image twice."""
     rows, cols = values.shape
     work = values if valid is None else np.where(valid, values, np.nan)
-    finite = work[np.isfinite(work)]
+    finite = work[np.isfinite(work)] if valid is not None else work.ravel()
     if finite.size < MIN_IMAGE_PIXELS:
-        return Borders()
-    low, high = np.percentile(finite, (LOW_PERCENTILE, HIGH_PERCENTILE))
+        return Borders(), None
+    low, high = (float(v) for v in np.percentile(finite, (LOW_PERCENTILE, HIGH_PERCENTILE)))
     tolerance = BORDER_FLATNESS * float(max(high - low, 1e-12))
 
     def run(lines: NDArray[np.float64], limit: int) -> int:
@@ -85,19 +98,22 @@ def detect_borders(values: NDArray[np.float64], valid: NDArray[np.bool_] | None 
         if not finite.any():
             return 0
         edge_value = float(np.median(lines[0][finite]))
-        filled = np.where(np.isfinite(lines), lines, edge_value)
+        # Only the lines a border may take are read (the run stops at ``limit``).
+        head = lines[:limit]
+        filled = np.where(np.isfinite(head), head, edge_value)
         return _flat_run(filled, edge_value, tolerance, limit)
 
     row_limit = int(rows * MAX_BORDER_FRACTION)
     col_limit = int(cols * MAX_BORDER_FRACTION)
     if row_limit < 1 or col_limit < 1:
-        return Borders()
-    return Borders(
+        return Borders(), (low, high)
+    borders = Borders(
         top=run(work, row_limit),
         bottom=run(work[::-1], row_limit),
         left=run(work.T, col_limit),
         right=run(work.T[::-1], col_limit),
     )
+    return borders, (low, high)
 
 
 def normalize_intensity(
@@ -120,14 +136,21 @@ def normalize_intensity(
             f"image {source}: pixel values are not finite", reason="not_finite"
         )
     image = np.ones(array.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    pixels = array[image & detect_borders(array, image).mask(array.shape)]
-    if pixels.size < MIN_IMAGE_PIXELS:
-        raise ImageRejectedError(
-            f"image {source}: only {pixels.size} pixels are image (the rest is padding or a "
-            "constant border); it cannot be a radiograph",
-            reason="constant",
-        )
-    low, high = np.percentile(pixels, (LOW_PERCENTILE, HIGH_PERCENTILE))
+    all_image = bool(image.all())
+    borders, image_range = _borders_and_range(array, None if all_image else image)
+    if not borders.any and image_range is not None:
+        # The image pixels are those detect_borders took its percentiles of.
+        pixels = array.ravel() if all_image else array[image]
+        low, high = image_range
+    else:
+        pixels = array[image & borders.mask(array.shape)]
+        if pixels.size < MIN_IMAGE_PIXELS:
+            raise ImageRejectedError(
+                f"image {source}: only {pixels.size} pixels are image (the rest is padding or "
+                "a constant border); it cannot be a radiograph",
+                reason="constant",
+            )
+        low, high = np.percentile(pixels, (LOW_PERCENTILE, HIGH_PERCENTILE))
     if not high > low:
         # Percentiles can tie on a mostly flat image with a few details: fall back to the range.
         low, high = float(pixels.min()), float(pixels.max())

@@ -53,3 +53,25 @@ def test_located_findings_carry_the_patient_side(
             assert finding.laterality in ("left", "right", "bilateral")
         else:
             assert finding.laterality is None
+
+
+def test_the_structured_writer_does_not_run_the_decoder(
+    ort_engine: Engine, real_datasets: dict[str, Dataset]
+) -> None:
+    calls = {"structured": 0, "neural": 0}
+    for writer in ("structured", "neural"):
+        engine = _engine(ort_engine, writer)
+        step = engine.backend.decode_step
+
+        def counted(*args: object, writer: str = writer, step: object = step) -> object:
+            calls[writer] += 1
+            return step(*args)  # type: ignore[operator]
+
+        engine.backend.decode_step = counted  # type: ignore[method-assign]
+        try:
+            report = engine.report_study([real_datasets["siim_chest_cr_jpeg_baseline.dcm"]])
+        finally:
+            engine.backend.decode_step = step  # type: ignore[method-assign]
+        assert report.sections
+    # Decoding is most of the model time on a CPU; the structured text never reads it.
+    assert calls["structured"] == 0 and calls["neural"] > 0

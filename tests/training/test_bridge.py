@@ -163,7 +163,7 @@ def test_side_by_side_sheet(shared_data: Path, tmp_path: Path) -> None:
     preds = tmp_path / "preds.jsonl"
     preds.write_text(json.dumps({"study_id": study, "report": "Cardiomegalia leve."}) + "\n")
     out = tmp_path / "sheet.html"
-    assert module["main"](["--annotation", str(shared_data / "iu_xray" /
+    assert module["main"](["iu", "--annotation", str(shared_data / "iu_xray" /
                                                "r2gen_split_annotation.json"),
                            "--n", "1", "--predictions", str(preds), "--out", str(out)]) == 0
     page = out.read_text(encoding="utf-8")
