@@ -106,3 +106,11 @@ def test_tokenizer_keeps_spanish_accents_and_sections() -> None:
     assert tokenizer.decode(ids[2:split]) == "Derrame pleural en el hemitórax derecho."
     with pytest.raises(ValueError, match="vocab_size"):
         train_report_tokenizer(corpus, vocab_size=3)
+
+
+def test_tokenizer_encodes_any_spanish_letter_its_texts_lacked() -> None:
+    tokenizer = train_report_tokenizer(["sin neumotórax.", "derrame pleural."], vocab_size=200)
+    text = "Derrame pleural derecho. ¿Índice cardiotorácico? Ñ 12,5 %"
+    ids = tokenizer.encode(text).ids
+    assert tokenizer.token_to_id("[UNK]") not in ids
+    assert tokenizer.decode(ids) == text

@@ -19,6 +19,12 @@ logger = logging.getLogger(__name__)
 PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"
 FINDINGS_SECTION, IMPRESSION_SECTION = "[HALLAZGOS]", "[IMPRESION]"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, UNK, FINDINGS_SECTION, IMPRESSION_SECTION)
+#: Characters every tokenizer can encode, whatever its training texts held: a report the
+#: decoder is taught or scored on never loses a capital or an accented letter to [UNK].
+ALPHABET: tuple[str, ...] = tuple(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "áéíóúüñÁÉÍÓÚÜÑ0123456789.,;:()-/%'\"¿?¡!<>=+ºª°"
+)
 #: Section title shown to the reader -> the special token opening that section.
 SECTION_TOKENS: dict[str, str] = {"Hallazgos": FINDINGS_SECTION, "Impresión": IMPRESSION_SECTION}
 
@@ -36,7 +42,10 @@ def train_report_tokenizer(texts: Iterable[str], vocab_size: int = 4000) -> Toke
     )
     tokenizer.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=list(ALPHABET),
+        show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     logger.info("report tokenizer trained: %d tokens", tokenizer.get_vocab_size())
