@@ -57,13 +57,52 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_matching(model: nn.Module, path: Path) -> list[str]:
+#: Tensors with one row per token of the tokenizer (the output projection is tied to them).
+TOKEN_ROWS: tuple[str, ...] = ("decoder.embed.weight", "decoder.lm_head.weight")
+
+
+def token_rows(
+    source: torch.Tensor, fresh: torch.Tensor, old_vocab: dict[str, int], new_vocab: dict[str, int]
+) -> torch.Tensor:
+    """``fresh`` with the rows of the tokens both vocabularies share (same string) taken
+    from ``source``: special and section tokens, punctuation, digits, shared sub-words."""
+    out = fresh.clone()
+    for token, new_id in new_vocab.items():
+        old_id = old_vocab.get(token)
+        if old_id is not None and old_id < source.shape[0] and new_id < out.shape[0]:
+            out[new_id] = source[old_id]
+    return out
+
+
+def load_matching(model: nn.Module, path: Path, tokenizer: Any | None = None) -> list[str]:
     """Load every tensor of a training checkpoint whose name and shape match ``model``'s;
-    returns the names loaded."""
+    returns the names loaded.
+
+    Token embeddings are indexed by the checkpoint's own tokenizer: when ``tokenizer`` (this
+    run's) differs from it (English to Spanish), only the rows of the tokens both share are
+    transferred (:func:`token_rows`), whatever the shapes; the other rows keep their fresh
+    initialisation."""
     if not Path(path).is_file():
         raise TrainingError(f"{path}: model.init_checkpoint not found")
-    source = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    source = dict(state["state_dict"])
     own = model.state_dict()
+    if tokenizer is not None and state.get("tokenizer"):
+        from tokenizers import Tokenizer
+
+        old_vocab = Tokenizer.from_str(state["tokenizer"]).get_vocab()
+        new_vocab = tokenizer.get_vocab()
+        if old_vocab != new_vocab:
+            shared = len(old_vocab.keys() & new_vocab.keys())
+            logger.info(
+                "init checkpoint %s has another tokenizer: %d of %d token rows transferred",
+                path,
+                shared,
+                len(new_vocab),
+            )
+            for name in TOKEN_ROWS:
+                if name in source and name in own:
+                    source[name] = token_rows(source[name], own[name], old_vocab, new_vocab)
     matching = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     if not matching:
         raise TrainingError(f"{path}: no tensor matches this model; is it a report model?")
