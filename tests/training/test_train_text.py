@@ -156,3 +156,21 @@ def test_findings_given_scores_a_checkpoint_beside_its_baselines(
     # The structured writer says every prompt finding: it never contradicts them.
     assert baselines["structured"]["check_replaced"][0] == 0.0
     assert baselines["structured"]["macro_f1"][0] > baselines["constant_normal"]["macro_f1"][0]
+
+
+def test_prompt_tokens_of_different_findings_differ_from_the_start() -> None:
+    """The finding's embedding is at the state's scale: before, every finding's "present"
+    token was the same after the norm (cosine 0.9995 in the first engine), so the decoder
+    could not tell which finding the prompt named."""
+    from torch.nn.functional import normalize
+
+    from engine.artifact import PROMPT_STATES
+    from training.models.registry import create_model
+
+    model = create_model("cxr_small", num_findings=6, num_locatable=4, vocab_size=64,
+                         decoder_memory=("findings",))
+    present = PROMPT_STATES.index("present")
+    with torch.no_grad():
+        tokens = normalize(model.prompt_memory(torch.full((1, 6), present))[0], dim=1)
+    cosine = tokens @ tokens.T
+    assert float(cosine[~torch.eye(6, dtype=torch.bool)].max()) < 0.8
