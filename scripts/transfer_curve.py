@@ -24,7 +24,9 @@ finished cell is not rerun. ::
         --set run.out_dir=/work/runs/decoder-en-pretrain
     python scripts/transfer_curve.py --english /work/runs/decoder-en-pretrain/checkpoints/best.pt \\
         --out /work/runs/decoder-transfer --sizes 100 300 1000 0 --steps 200 --jobs 2
-    python scripts/transfer_curve.py evaluate CHECKPOINT OUT.json   # one checkpoint, with baselines
+    python scripts/transfer_curve.py evaluate CHECKPOINT OUT.json --baselines
+    python scripts/transfer_curve.py engine --encoder ENGINE.pt --decoder DECODER.pt \\
+        --like engines/cxr-unpaired-es --out /work/runs/decoder-engine
 
 Nothing from IU X-Ray is written besides figures: its licence forbids publishing the reports or
 their translation.
@@ -110,6 +112,33 @@ def run_cell(arm: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
     return {"arm": arm, "n": size, **json.loads(done.read_text())["decoder"]}
 
 
+def build_engine(encoder: Path, decoder: Path, like: Path, out: Path, version: str) -> Path:
+    """An engine artifact with ``like``'s encoder checkpoint and a text-path decoder: the
+    manifest's calibrated thresholds, input spec and gate are ``like``'s; the writer is the
+    neural one (the runtime's check always on)."""
+    from engine.artifact import load_artifact, write_manifest
+    from training.export import export_artifact
+    from training.findings import get_finding
+    from training.train.checkpoint import with_decoder
+
+    shipped = load_artifact(like).manifest
+    model, tokenizer = with_decoder(encoder, decoder)
+    thresholds = {f.key: (f.threshold_present, f.threshold_absent) for f in shipped.findings}
+    artifact = export_artifact(
+        model, tokenizer, out, name=shipped.name, version=version,
+        findings=[get_finding(f.key) for f in shipped.findings], thresholds=thresholds,
+        input_spec=shipped.input, purpose=shipped.purpose,
+        training=shipped.training.model_copy(update={
+            "notes": f"{shipped.training.notes}; decoder from the text path: {decoder}"}),
+        description=f"{shipped.description} Neural report writer (candidate).",
+        languages=shipped.languages,
+    )
+    manifest = artifact.manifest.model_copy(update={"report_writer": "neural",
+                                                    "gate": shipped.gate})
+    write_manifest(out, manifest)
+    return out
+
+
 def _fmt(value: list[float]) -> str:
     return f"{value[0]:.3f} [{value[1]:.3f}, {value[2]:.3f}]"
 
@@ -143,6 +172,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: distinct {r['distinct']}, micro F1 {_fmt(r['micro_f1'])}, "
                       f"macro F1 {_fmt(r['macro_f1'])}, BLEU-4 {_fmt(r['bleu4'])}, "
                       f"CIDEr {_fmt(r['cider'])}, check replaced {_fmt(r['check_replaced'])}")
+        return 0
+    if argv and argv[0] == "engine":
+        p = argparse.ArgumentParser(prog="transfer_curve.py engine")
+        p.add_argument("--encoder", type=Path, required=True, help="the engine's checkpoint")
+        p.add_argument("--decoder", type=Path, required=True, help="a text-path checkpoint")
+        p.add_argument("--like", type=Path, required=True, help="the engine artifact it swaps into")
+        p.add_argument("--out", type=Path, required=True)
+        p.add_argument("--version", default="0.2.0rc1")
+        e = p.parse_args(argv[1:])
+        print(build_engine(e.encoder, e.decoder, e.like, e.out, e.version))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--english", type=Path, required=True, help="English text-path checkpoint")

@@ -174,3 +174,32 @@ def test_prompt_tokens_of_different_findings_differ_from_the_start() -> None:
         tokens = normalize(model.prompt_memory(torch.full((1, 6), present))[0], dim=1)
     cosine = tokens @ tokens.T
     assert float(cosine[~torch.eye(6, dtype=torch.bool)].max()) < 0.8
+
+
+def test_a_text_path_decoder_goes_beside_an_engine_encoder(
+    text_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """``with_decoder``: encoder and heads from the engine's checkpoint, decoder, prompt and
+    tokenizer from the text run; another finding set is refused."""
+    from training.exceptions import TrainingError
+    from training.train.checkpoint import DECODER_PARTS, with_decoder
+
+    decoder_ckpt = text_run["result"].best_checkpoint
+    text = torch.load(decoder_ckpt, weights_only=True)
+    engine = dict(text)
+    torch.manual_seed(5)
+    engine["state_dict"] = {k: torch.randn_like(v) if v.is_floating_point() else v
+                            for k, v in text["state_dict"].items()}
+    engine["model_config"] = {**text["model_config"], "vocab_size": 77}
+    engine["state_dict"]["decoder.embed.weight"] = torch.randn(77, 32)
+    engine["state_dict"]["decoder.lm_head.weight"] = engine["state_dict"]["decoder.embed.weight"]
+    engine_ckpt = tmp_path / "engine.pt"
+    torch.save(engine, engine_ckpt)
+    model, tokenizer = with_decoder(engine_ckpt, decoder_ckpt)
+    assert tokenizer.get_vocab() == text_run["trainer"].data.tokenizer.get_vocab()
+    for name, value in model.state_dict().items():
+        source = text if name.startswith(DECODER_PARTS) else engine
+        assert torch.equal(value, source["state_dict"][name]), name
+    torch.save({**engine, "finding_keys": list(reversed(engine["finding_keys"]))}, engine_ckpt)
+    with pytest.raises(TrainingError, match="finding set"):
+        with_decoder(engine_ckpt, decoder_ckpt)

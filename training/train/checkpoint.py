@@ -154,3 +154,38 @@ def export_checkpoint(checkpoint: Path, out: Path, recipe: Recipe) -> Path:
         languages=(recipe.text.language,),
     )
     return out
+
+
+#: The parameters a text-path decoder brings to an engine: the decoder and the findings prompt.
+DECODER_PARTS: tuple[str, ...] = ("decoder.", "finding_embed", "state_embed.", "prompt_norm.")
+
+
+def with_decoder(encoder_checkpoint: Path, decoder_checkpoint: Path) -> tuple[CXRReportModel, Any]:
+    """An engine's model from two training checkpoints: the encoder and heads of one, the
+    decoder, findings prompt and tokenizer of the other (a text-path run). Both must be
+    findings-prompt models on the same finding set, in the same order."""
+    from tokenizers import Tokenizer
+
+    from training.models.registry import create_model
+
+    image = torch.load(encoder_checkpoint, map_location="cpu", weights_only=True)
+    text = torch.load(decoder_checkpoint, map_location="cpu", weights_only=True)
+    if list(image["finding_keys"]) != list(text["finding_keys"]):
+        raise TrainingError(
+            f"{decoder_checkpoint}: finding set {text['finding_keys']} differs from the "
+            f"encoder's {image['finding_keys']}; train the decoder with data.findings = "
+            "the engine's finding set, in the project's order"
+        )
+    config = dict(image["model_config"])
+    decoder_keys = ("vocab_size", "d_model", "num_layers", "num_heads", "ffn_dim",
+                    "max_positions", "decoder_memory")
+    mismatched = [k for k in decoder_keys[1:] if config[k] != text["model_config"][k]]
+    if mismatched or "image" in config["decoder_memory"]:
+        raise TrainingError(f"{decoder_checkpoint}: decoder shape differs ({mismatched})")
+    config["vocab_size"] = text["model_config"]["vocab_size"]
+    model = create_model(image["model_name"], **config)
+    assert isinstance(model, CXRReportModel)
+    state = {k: v for k, v in image["state_dict"].items() if not k.startswith(DECODER_PARTS)}
+    state.update({k: v for k, v in text["state_dict"].items() if k.startswith(DECODER_PARTS)})
+    model.load_state_dict(state)
+    return model, Tokenizer.from_str(text["tokenizer"])
