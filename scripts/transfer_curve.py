@@ -57,6 +57,7 @@ def evaluate(checkpoint: Path, out: Path, *, baselines: bool = False,
     """Score one checkpoint (and, with ``baselines``, the constant and structured texts)."""
     from training.train.decoder_eval import (
         baseline_texts,
+        checked_texts,
         findings_given,
         generate_texts,
         load_checkpoint_model,
@@ -65,10 +66,13 @@ def evaluate(checkpoint: Path, out: Path, *, baselines: bool = False,
 
     model, tokenizer = load_checkpoint_model(checkpoint)
     given = findings_given(iu, ENGINE_FINDINGS)
-    results = {"decoder": score_texts(given, generate_texts(model, tokenizer, given.states),
-                                      n_resamples=resamples)}
+    generated = generate_texts(model, tokenizer, given.states)
+    results = {"decoder": score_texts(given, generated, n_resamples=resamples)}
     if baselines:
-        for name, texts in baseline_texts(given).items():
+        others = baseline_texts(given)
+        checked = checked_texts(given, generated, others["structured"])
+        results["decoder_checked"] = score_texts(given, checked, n_resamples=resamples)
+        for name, texts in others.items():
             results[name] = score_texts(given, texts, n_resamples=resamples)
     results["checkpoint"] = str(checkpoint)  # type: ignore[assignment]
     out.parent.mkdir(parents=True, exist_ok=True)

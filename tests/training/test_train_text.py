@@ -135,6 +135,7 @@ def test_findings_given_scores_a_checkpoint_beside_its_baselines(
 ) -> None:
     from training.train.decoder_eval import (
         baseline_texts,
+        checked_texts,
         findings_given,
         generate_texts,
         load_checkpoint_model,
@@ -156,6 +157,11 @@ def test_findings_given_scores_a_checkpoint_beside_its_baselines(
     # The structured writer says every prompt finding: it never contradicts them.
     assert baselines["structured"]["check_replaced"][0] == 0.0
     assert baselines["structured"]["macro_f1"][0] > baselines["constant_normal"]["macro_f1"][0]
+    # With the check, what the engine shows never contradicts the prompt.
+    shown = checked_texts(given, texts, baseline_texts(given)["structured"])
+    assert score_texts(given, shown, n_resamples=50)["check_replaced"][0] == 0.0
+    assert sum(a != b for a, b in zip(shown, texts, strict=True)) == round(
+        scores["check_replaced"][0] * 24)
 
 
 def test_prompt_tokens_of_different_findings_differ_from_the_start() -> None:

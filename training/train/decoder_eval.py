@@ -228,6 +228,21 @@ def baseline_texts(given: FindingsGiven) -> dict[str, list[dict[str, str]]]:
     return {"constant_normal": constant, "structured": structured}
 
 
+def checked_texts(
+    given: FindingsGiven,
+    texts: Sequence[dict[str, str]],
+    fallback: Sequence[dict[str, str]],
+) -> list[dict[str, str]]:
+    """What the engine would show with the neural writer: each text the runtime's check
+    finds contradicting its prompt is replaced by ``fallback``'s (the structured report)."""
+    from engine.writers.check import contradictions
+
+    return [
+        dict(fallback[i]) if contradictions(" ".join(t.values()), given.coded(i)) else dict(t)
+        for i, t in enumerate(texts)
+    ]
+
+
 def load_checkpoint_model(path: Path) -> tuple[CXRReportModel, Any]:
     """The model and tokenizer of a ``training train`` checkpoint."""
     from tokenizers import Tokenizer
