@@ -113,7 +113,7 @@ def run_cell(arm: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
              str(done), "--resamples", str(args.resamples)],
             check=True, cwd=REPO, env=env,
         )
-    return {"arm": arm, "n": size, **json.loads(done.read_text())["decoder"]}
+    return {**json.loads(done.read_text())["decoder"], "arm": arm, "n": size}
 
 
 def build_engine(encoder: Path, decoder: Path, like: Path, out: Path, version: str) -> Path:
