@@ -210,7 +210,8 @@ def _add_train(sub: SubparsersAction) -> None:
         "train",
         help="train an engine from a recipe (config/training/*.toml)",
         description="Train an engine from a TOML recipe: unpaired (labeled images + reports "
-        "with a findings prompt) or paired (images with their reports). Writes the effective "
+        "with a findings prompt), paired (images with their reports) or text (the decoder "
+        "alone on reports with their findings prompt). Writes the effective "
         "recipe, steps.csv/epochs.csv, TensorBoard logs and checkpoints under run.out_dir, "
         "ends with a validation of the best checkpoint, and with --export writes it as an "
         "engine artifact. Launch with torchrun for several GPUs (DDP).",

@@ -152,6 +152,26 @@ def _max_diffs(
     return diffs
 
 
+def decoding_within(decoding: DecodingDefaults | None, max_positions: int) -> DecodingDefaults:
+    """The manifest's decoding defaults, with ``max_length`` within the decoder's positions:
+    BOS takes the first, so at most ``max_positions - 1`` tokens follow (the runtime would
+    otherwise clamp, and warn, on every engine run). None: that longest length."""
+    limit = max_positions - 1
+    if decoding is None:
+        return DecodingDefaults(max_length=limit)
+    if decoding.max_length <= limit:
+        return decoding
+    logger.warning(
+        "decoding max_length %d exceeds the decoder's %d positions; exported as %d",
+        decoding.max_length,
+        max_positions,
+        limit,
+    )
+    return decoding.model_copy(
+        update={"max_length": limit, "min_length": min(decoding.min_length, limit)}
+    )
+
+
 def export_artifact(
     model: CXRReportModel,
     tokenizer: Tokenizer,
@@ -358,7 +378,7 @@ def export_artifact(
                 outputs=DECODER_OUTPUTS,
             ),
         },
-        decoding=decoding or DecodingDefaults(max_length=config.max_positions),
+        decoding=decoding_within(decoding, config.max_positions),
         export=ExportInfo(
             torch_version=torch.__version__,
             onnx_opset=ONNX_OPSET,

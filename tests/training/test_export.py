@@ -146,3 +146,32 @@ def test_cli_exports_a_checkpoint(tmp_path: Path) -> None:
     cardio = next(f for f in artifact.manifest.findings if f.key == "cardiomegaly")
     assert (cardio.threshold_present, cardio.threshold_absent) == (0.7, 0.3)
     assert artifact.manifest.training.notes == "cli test"
+
+
+def test_exported_max_length_fits_the_decoder_positions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """BOS takes the first position: the manifest's max_length is max_positions - 1, so the
+    runtime has nothing to clamp (it used to warn on every engine run)."""
+    import logging
+
+    from engine.artifact import DecodingDefaults
+    from engine.runtime import create_engine
+    from training.export import decoding_within
+
+    model = build_tiny_model()
+    tokenizer = train_report_tokenizer(tiny_corpus(), vocab_size=256)
+    artifact = export_artifact(
+        model, tokenizer, tmp_path / "e", name="x", version="1", findings=FINDINGS,
+        purpose="test",
+    )
+    positions = artifact.manifest.decoder.max_positions
+    assert artifact.manifest.decoding.max_length == positions - 1
+    with caplog.at_level(logging.WARNING):
+        create_engine(artifact.root, "onnxruntime", allow_test_artifact=True)
+    assert not [r for r in caplog.records if "max_length" in r.getMessage()]
+    # A recipe's explicit length is kept when it fits, brought within the positions if not.
+    fits = DecodingDefaults(max_length=40, min_length=4)
+    assert decoding_within(fits, 128) == fits
+    long = decoding_within(DecodingDefaults(max_length=200, min_length=150), 128)
+    assert (long.max_length, long.min_length) == (127, 127)

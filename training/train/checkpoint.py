@@ -57,13 +57,52 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_matching(model: nn.Module, path: Path) -> list[str]:
+#: Tensors with one row per token of the tokenizer (the output projection is tied to them).
+TOKEN_ROWS: tuple[str, ...] = ("decoder.embed.weight", "decoder.lm_head.weight")
+
+
+def token_rows(
+    source: torch.Tensor, fresh: torch.Tensor, old_vocab: dict[str, int], new_vocab: dict[str, int]
+) -> torch.Tensor:
+    """``fresh`` with the rows of the tokens both vocabularies share (same string) taken
+    from ``source``: special and section tokens, punctuation, digits, shared sub-words."""
+    out = fresh.clone()
+    for token, new_id in new_vocab.items():
+        old_id = old_vocab.get(token)
+        if old_id is not None and old_id < source.shape[0] and new_id < out.shape[0]:
+            out[new_id] = source[old_id]
+    return out
+
+
+def load_matching(model: nn.Module, path: Path, tokenizer: Any | None = None) -> list[str]:
     """Load every tensor of a training checkpoint whose name and shape match ``model``'s;
-    returns the names loaded."""
+    returns the names loaded.
+
+    Token embeddings are indexed by the checkpoint's own tokenizer: when ``tokenizer`` (this
+    run's) differs from it (English to Spanish), only the rows of the tokens both share are
+    transferred (:func:`token_rows`), whatever the shapes; the other rows keep their fresh
+    initialisation."""
     if not Path(path).is_file():
         raise TrainingError(f"{path}: model.init_checkpoint not found")
-    source = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    source = dict(state["state_dict"])
     own = model.state_dict()
+    if tokenizer is not None and state.get("tokenizer"):
+        from tokenizers import Tokenizer
+
+        old_vocab = Tokenizer.from_str(state["tokenizer"]).get_vocab()
+        new_vocab = tokenizer.get_vocab()
+        if old_vocab != new_vocab:
+            shared = len(old_vocab.keys() & new_vocab.keys())
+            logger.info(
+                "init checkpoint %s has another tokenizer: %d of %d token rows transferred",
+                path,
+                shared,
+                len(new_vocab),
+            )
+            for name in TOKEN_ROWS:
+                if name in source and name in own:
+                    source[name] = token_rows(source[name], own[name], old_vocab, new_vocab)
     matching = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     if not matching:
         raise TrainingError(f"{path}: no tensor matches this model; is it a report model?")
@@ -115,3 +154,38 @@ def export_checkpoint(checkpoint: Path, out: Path, recipe: Recipe) -> Path:
         languages=(recipe.text.language,),
     )
     return out
+
+
+#: The parameters a text-path decoder brings to an engine: the decoder and the findings prompt.
+DECODER_PARTS: tuple[str, ...] = ("decoder.", "finding_embed", "state_embed.", "prompt_norm.")
+
+
+def with_decoder(encoder_checkpoint: Path, decoder_checkpoint: Path) -> tuple[CXRReportModel, Any]:
+    """An engine's model from two training checkpoints: the encoder and heads of one, the
+    decoder, findings prompt and tokenizer of the other (a text-path run). Both must be
+    findings-prompt models on the same finding set, in the same order."""
+    from tokenizers import Tokenizer
+
+    from training.models.registry import create_model
+
+    image = torch.load(encoder_checkpoint, map_location="cpu", weights_only=True)
+    text = torch.load(decoder_checkpoint, map_location="cpu", weights_only=True)
+    if list(image["finding_keys"]) != list(text["finding_keys"]):
+        raise TrainingError(
+            f"{decoder_checkpoint}: finding set {text['finding_keys']} differs from the "
+            f"encoder's {image['finding_keys']}; train the decoder with data.findings = "
+            "the engine's finding set, in the project's order"
+        )
+    config = dict(image["model_config"])
+    decoder_keys = ("vocab_size", "d_model", "num_layers", "num_heads", "ffn_dim",
+                    "max_positions", "decoder_memory")
+    mismatched = [k for k in decoder_keys[1:] if config[k] != text["model_config"][k]]
+    if mismatched or "image" in config["decoder_memory"]:
+        raise TrainingError(f"{decoder_checkpoint}: decoder shape differs ({mismatched})")
+    config["vocab_size"] = text["model_config"]["vocab_size"]
+    model = create_model(image["model_name"], **config)
+    assert isinstance(model, CXRReportModel)
+    state = {k: v for k, v in image["state_dict"].items() if not k.startswith(DECODER_PARTS)}
+    state.update({k: v for k, v in text["state_dict"].items() if k.startswith(DECODER_PARTS)})
+    model.load_state_dict(state)
+    return model, Tokenizer.from_str(text["tokenizer"])

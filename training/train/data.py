@@ -370,11 +370,16 @@ def report_target(record: StudyRecord, recipe: Recipe) -> ReportTarget | None:
     return target or None
 
 
-def report_findings(record: StudyRecord, recipe: Recipe) -> dict[str, str]:
+def report_findings(
+    record: StudyRecord, recipe: Recipe, target: ReportTarget | None = None
+) -> dict[str, str]:
     """The findings that make a training report's prompt."""
     if recipe.text.prompt_labels == "dataset" and record.findings:
         return dict(record.findings)
     from engine.labeler import get_labeler
+
+    if recipe.text.prompt_labels == "target" and target is not None:
+        return dict(get_labeler(recipe.text.language).label(target.text, sections=False))
 
     text = record.report("en", tuple(recipe.text.sections)) or record.report(
         "es", tuple(recipe.text.sections)
@@ -384,7 +389,12 @@ def report_findings(record: StudyRecord, recipe: Recipe) -> dict[str, str]:
 
 
 class Reports:
-    """Reports as token ids with their findings prompt: the decoder's training data."""
+    """Reports as token ids with their findings prompt: the decoder's training data.
+
+    ``train``: each report whose prompt has a present finding is repeated
+    ``data.oversample_findings`` times (:attr:`rows` maps a sample index to its report), and
+    each prompt state is replaced by a random one with probability ``text.prompt_noise``,
+    drawn from (seed, epoch, sample) like the image augmentation."""
 
     def __init__(
         self,
@@ -393,6 +403,8 @@ class Reports:
         keys: Sequence[str],
         tokenizer: Any,
         texts: Sequence[ReportTarget],
+        *,
+        train: bool = False,
     ) -> None:
         from training.models.tokenizer import PAD, encode_report, token_id
 
@@ -402,7 +414,22 @@ class Reports:
         self.ids = [
             encode_report(tokenizer, t.findings, t.impression)[: self.max_tokens] for t in texts
         ]
-        found_all = [with_implied_no_finding(report_findings(r, recipe)) for r in self.records]
+        found_all = [
+            with_implied_no_finding(report_findings(r, recipe, t))
+            for r, t in zip(self.records, texts, strict=True)
+        ]
+        self.seed = recipe.run.seed
+        self.prompt_noise = recipe.text.prompt_noise if train else 0.0
+        repeat = recipe.data.oversample_findings if train else 1
+        self.rows = [
+            row
+            for row, found in enumerate(found_all)
+            for _ in range(
+                repeat
+                if any(found.get(k) == "present" for k in keys if k != "no_finding")
+                else 1
+            )
+        ]
         self.states = torch.tensor(
             [prompt_states(found, keys) for found in found_all], dtype=torch.long
         ).reshape(len(self.records), len(keys))
@@ -415,17 +442,30 @@ class Reports:
                     self.label_mask[row, col] = 1.0
 
     def __len__(self) -> int:
-        return len(self.records)
+        """Samples per epoch (reports with findings counted as often as they are repeated)."""
+        return len(self.rows)
+
+    def _states(self, pairs: Sequence[tuple[int, int]]) -> torch.Tensor:
+        states = self.states[[self.rows[i] for i, _ in pairs]].clone()
+        if self.prompt_noise > 0:
+            for r, (i, epoch) in enumerate(pairs):
+                rng = sample_rng(self.seed, epoch, i)
+                flip = rng.random(states.shape[1]) < self.prompt_noise
+                drawn = rng.integers(0, len(PROMPT_STATES), states.shape[1])
+                states[r] = torch.where(
+                    torch.from_numpy(flip), torch.from_numpy(drawn), states[r]
+                )
+        return states
 
     def batch(self, pairs: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
-        rows = [i for i, _ in pairs]
+        rows = [self.rows[i] for i, _ in pairs]
         longest = max(len(self.ids[i]) for i in rows)
         tokens = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
         for r, i in enumerate(rows):
             tokens[r, : len(self.ids[i])] = torch.tensor(self.ids[i])
         return {
             "tokens": tokens,
-            "states": self.states[rows],
+            "states": self._states(pairs),
             "report_labels": self.labels[rows],
             "report_label_mask": self.label_mask[rows],
         }
@@ -536,10 +576,13 @@ def build_data(recipe: Recipe, spec: InputSpec, tokenizer_json: str | None) -> R
     assert d.iu_root is not None  # the recipe validator requires it
     iu_kwargs = {"layout": d.iu_layout}
     datasets: list[str] = []
-    if recipe.path == "unpaired":
-        assert d.nih_root is not None
-        nih_train = limit(_records("nih", d.nih_root, "train"), d.max_train_images)
-        nih_val = limit(_records("nih", d.nih_root, "val"), d.max_val_images)
+    nih_train: list[StudyRecord] = []
+    nih_val: list[StudyRecord] = []
+    if recipe.path in ("unpaired", "text"):
+        if recipe.path == "unpaired":
+            assert d.nih_root is not None
+            nih_train = limit(_records("nih", d.nih_root, "train"), d.max_train_images)
+            nih_val = limit(_records("nih", d.nih_root, "val"), d.max_val_images)
         keys = model_finding_keys(recipe, [dict(r.findings) for r in nih_train])
         iu_train, train_texts = _texts(
             limit(_records("iu_xray", d.iu_root, "train", **iu_kwargs), d.max_train_reports),
@@ -548,10 +591,9 @@ def build_data(recipe: Recipe, spec: InputSpec, tokenizer_json: str | None) -> R
         iu_val, val_texts = _texts(
             limit(_records("iu_xray", d.iu_root, "val", **iu_kwargs), d.max_val_reports), recipe
         )
-        datasets = [
-            f"nih:train ({len(nih_train)} images)",
-            f"iu_xray:train ({len(iu_train)} reports, {recipe.text.language})",
-        ]
+        datasets = [f"iu_xray:train ({len(iu_train)} reports, {recipe.text.language})"]
+        if recipe.path == "unpaired":
+            datasets.insert(0, f"nih:train ({len(nih_train)} images)")
     else:
         all_train = [
             r for r in _records("iu_xray", d.iu_root, "train", **iu_kwargs) if has_image(r)
@@ -579,14 +621,16 @@ def build_data(recipe: Recipe, spec: InputSpec, tokenizer_json: str | None) -> R
     )
     seed = recipe.run.seed
     data = RunData(keys, spec, tokenizer, tuple(datasets))
-    if recipe.path == "unpaired":
+    if recipe.path in ("unpaired", "text"):
+        data.train_reports = Reports(iu_train, recipe, keys, tokenizer, train_texts, train=True)
+        if iu_val:
+            data.val_reports = Reports(iu_val, recipe, keys, tokenizer, val_texts)
+        if recipe.path == "text":
+            return data  # no images: no image sets, no findings-head weights
         data.train_images = LabeledImages(
             nih_train, keys, spec, recipe.augment, seed, train=True, cache_side=d.image_cache_side
         )
         data.val_images = LabeledImages(nih_val, keys, spec, None, seed) if nih_val else None
-        data.train_reports = Reports(iu_train, recipe, keys, tokenizer, train_texts)
-        if iu_val:
-            data.val_reports = Reports(iu_val, recipe, keys, tokenizer, val_texts)
         labels, mask = (
             torch.from_numpy(data.train_images.labels),
             torch.from_numpy(data.train_images.mask),

@@ -4,10 +4,12 @@ engine.
 One step = one optimizer update on every objective the data has: on the unpaired path a batch
 of labeled images (findings, boxes) and a batch of reports with their findings prompt (report
 language model); on the paired path a batch of studies (findings, boxes, contrastive, report
-LM with image tokens and prompt). Per-step and per-epoch metrics go to CSV and TensorBoard;
-checkpoints hold everything an exact resume needs (model, optimizer, scheduler, grad scaler,
-step, best metric, RNG states; the data order is a function of the step). With ``torchrun``
-the model runs under DistributedDataParallel (NCCL on GPUs, gloo on CPUs).
+LM with image tokens and prompt); on the text path a batch of reports with their prompt (the
+decoder alone; the parameters outside ``model.trainable`` are frozen). Per-step and per-epoch
+metrics go to CSV and TensorBoard; checkpoints hold everything an exact resume needs (model,
+optimizer, scheduler, grad scaler, step, best metric, RNG states; the data order is a function
+of the step). With ``torchrun`` the model runs under DistributedDataParallel (NCCL on GPUs,
+gloo on CPUs).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +96,7 @@ class Trainer:
         spec = input_spec(probe["image_size"], probe["num_views"], recipe.input)
         self.data = build_data(recipe, spec, checkpoint["tokenizer"] if checkpoint else None)
         self.pad_id = token_id(self.data.tokenizer, PAD)
-        memory = ("findings",) if recipe.path == "unpaired" else ("image", "findings")
+        memory = ("image", "findings") if recipe.path == "paired" else ("findings",)
         self.model_kwargs: dict[str, Any] = {
             **recipe.model.options,
             "num_findings": len(self.data.keys),
@@ -112,7 +115,14 @@ class Trainer:
 
             load_init_weights(model.encoder, recipe.model.init_weights)
         if recipe.model.init_checkpoint is not None and checkpoint is None:
-            self.transferred = load_matching(model, recipe.model.init_checkpoint)
+            self.transferred = load_matching(
+                model, recipe.model.init_checkpoint, self.data.tokenizer
+            )
+        self.thresholds: dict[str, tuple[float, float]] = {}
+        if recipe.path == "text" and recipe.model.init_checkpoint is not None:
+            # No images to calibrate on: the encoder's thresholds come with its weights.
+            init = torch.load(recipe.model.init_checkpoint, map_location="cpu", weights_only=True)
+            self.thresholds = {k: (float(v[0]), float(v[1])) for k, v in init["thresholds"].items()}
         if recipe.text.max_tokens > model.config.max_positions:
             raise TrainingError(
                 f"text.max_tokens {recipe.text.max_tokens} exceeds the model's "
@@ -131,13 +141,22 @@ class Trainer:
                 find_unused_parameters=True,  # e.g. the image keys/values on the unpaired path
             )
         o = recipe.optim
+        self.trainable = select_trainable(self.model, recipe)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay
+            [p for _, p in self.trainable], lr=o.lr, weight_decay=o.weight_decay
         )
-        primary = self.data.train_images if recipe.path == "unpaired" else self.data.train_pairs
+        primary: Any = {
+            "unpaired": self.data.train_images,
+            "paired": self.data.train_pairs,
+            "text": self.data.train_reports,
+        }[recipe.path]
         assert primary is not None
         self.batches = StepBatches(
-            len(primary), o.batch_size, run.seed, rank=self.dist.rank, world=self.dist.world
+            len(primary),
+            o.report_batch_size if recipe.path == "text" else o.batch_size,
+            run.seed,
+            rank=self.dist.rank,
+            world=self.dist.world,
         )
         self.report_batches = None
         if recipe.path == "unpaired" and self.data.train_reports is not None:
@@ -170,7 +189,6 @@ class Trainer:
         self.bad_epochs = 0
         self.validations = 0  # end-of-epoch rounds of this process (the same on every rank)
         self.history: list[dict[str, float]] = []
-        self.thresholds: dict[str, tuple[float, float]] = {}
         self.log = MetricsLog(self.out_dir, run.tensorboard, self.dist.main)
         if self.dist.main:
             write_effective_recipe(recipe, self.out_dir)
@@ -193,8 +211,9 @@ class Trainer:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
 
     def _training_summary(self) -> str:
+        # The artifact knows two paths: a text-path decoder serves beside an unpaired encoder.
         summary = TrainingSummary(
-            path=self.recipe.path,
+            path="paired" if self.recipe.path == "paired" else "unpaired",
             datasets=self.data.datasets,
             data="; ".join(self.data.datasets),
             config={
@@ -202,7 +221,7 @@ class Trainer:
                 "model": self.model_kwargs,
                 "steps": self.step,
             },
-            notes=f"training train {self.recipe.name}",
+            notes=f"training train {self.recipe.name} ({self.recipe.path} path)",
         )
         return summary.model_dump_json()
 
@@ -259,7 +278,10 @@ class Trainer:
     # -- one step, validation --
 
     def _batch(self, step: int) -> dict[str, torch.Tensor]:
-        if self.recipe.path == "unpaired":
+        if self.recipe.path == "text":
+            assert self.data.train_reports is not None
+            batch = self.data.train_reports.batch(self.batches(step))
+        elif self.recipe.path == "unpaired":
             assert self.data.train_images is not None
             batch = self.data.train_images.batch(self.batches(step))
             if self.report_batches is not None and self.data.train_reports is not None:
@@ -284,7 +306,7 @@ class Trainer:
         clip = self.recipe.optim.grad_clip
         if clip > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            torch.nn.utils.clip_grad_norm_([p for _, p in self.trainable], clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -327,7 +349,7 @@ class Trainer:
             self.thresholds = youden_thresholds(p, y, m, self.data.keys)
         reports: Reports | None = (
             self.data.val_reports
-            if self.recipe.path == "unpaired"
+            if self.recipe.path != "paired"
             else (self.data.val_pairs.reports if self.data.val_pairs is not None else None)
         )
         if reports is not None and len(reports):
@@ -468,6 +490,33 @@ class Trainer:
         }
         (self.out_dir / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
         return report
+
+
+#: What the ``text`` path trains by default: the decoder and the findings prompt.
+TEXT_PARTS: tuple[str, ...] = ("decoder.*", "finding_embed", "state_embed.*", "prompt_norm.*")
+
+
+def select_trainable(model: nn.Module, recipe: Recipe) -> list[tuple[str, nn.Parameter]]:
+    """The parameters that train (``model.trainable`` patterns, else every one, else on the
+    ``text`` path :data:`TEXT_PARTS`); the others are frozen (``requires_grad`` off), so
+    neither the optimizer nor weight decay touches them."""
+    patterns = recipe.model.trainable or (TEXT_PARTS if recipe.path == "text" else ("*",))
+    chosen = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(any(fnmatch(name, pattern) for pattern in patterns))
+        if param.requires_grad:
+            chosen.append((name, param))
+    if not chosen:
+        raise TrainingError(f"model.trainable {list(patterns)} matches no parameter")
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    if frozen:
+        logger.info(
+            "training %d parameters (%s); %d frozen",
+            sum(p.numel() for _, p in chosen),
+            ", ".join(patterns),
+            frozen,
+        )
+    return chosen
 
 
 def create_model_config(recipe: Recipe) -> dict[str, Any]:

@@ -165,7 +165,9 @@ class Objective(nn.Module):
             "contrastive": o.contrastive.weight,
             "lm": o.lm.weight,
         }
-        if self.recipe.path == "unpaired":
+        if self.recipe.path == "text":  # the decoder alone: no image is read
+            terms["lm"] = self._lm(batch["tokens"], None, batch["states"])
+        elif self.recipe.path == "unpaired":
             image_terms, _ = self._image_terms(batch)
             terms.update(image_terms)
             if o.lm.weight > 0:

@@ -42,6 +42,10 @@ class ModelSection(_Section):
     init_checkpoint: Path | None = None
     #: Extra model settings (``image_size``, ``d_model``, ``dropout``...).
     options: dict[str, Any] = Field(default_factory=dict)
+    #: Parameters that train, as name patterns (``fnmatch``, e.g. ``"decoder.embed.*"``,
+    #: ``"decoder.layers.*.cross_attn.*"``); the others are frozen. Empty: every parameter
+    #: the path uses (the ``text`` path trains the decoder and the findings prompt only).
+    trainable: tuple[str, ...] = ()
 
 
 class DataSection(_Section):
@@ -56,8 +60,13 @@ class DataSection(_Section):
     max_train_reports: int = Field(default=0, ge=0)
     max_val_images: int = Field(default=0, ge=0)
     max_val_reports: int = Field(default=0, ge=0)
-    #: Finding keys the model scores; empty: every finding the image labels speak of.
+    #: Finding keys the model scores; empty: every finding the image labels speak of (the
+    #: ``text`` path has no image labels and needs the list).
     findings: tuple[str, ...] = ()
+    #: Each training report whose prompt has a present finding (of the model's finding set,
+    #: other than "no finding") is seen this many times per epoch (unpaired and text paths):
+    #: IU X-Ray is mostly normal reports.
+    oversample_findings: int = Field(default=1, ge=1)
     #: Longest side of the decoded training images kept in memory (0: twice the model input's
     #: side); each step letterboxes and augments from this cache. Smaller images keep their
     #: size, and no side goes below the engine's smallest analysed side.
@@ -71,8 +80,13 @@ class TextSection(_Section):
     #: section token), so the engine writes "Hallazgos" and "Impresión" separately.
     sections: tuple[Literal["findings", "impression"], ...] = ("findings", "impression")
     #: Where the findings prompt of a training report comes from: the rule-based labeler on the
-    #: report text, or the dataset's own labels (IU X-Ray: manual MeSH annotations).
-    prompt_labels: Literal["labeler", "dataset"] = "labeler"
+    #: report text, the dataset's own labels (IU X-Ray: manual MeSH annotations), or the
+    #: labeler of the target language on the target text itself (``target``: the prompt says
+    #: what the target says, e.g. when the bridge dropped the sentence naming a finding).
+    prompt_labels: Literal["labeler", "dataset", "target"] = "labeler"
+    #: Training only: each prompt token's state is replaced by a random state with this
+    #: probability (label noise, so the decoder cannot trust one token blindly).
+    prompt_noise: float = Field(default=0.0, ge=0.0, lt=1.0)
     vocab_size: int = Field(default=2000, gt=16)
     max_tokens: int = Field(default=96, gt=4)
 
@@ -206,8 +220,9 @@ class Recipe(_Section):
 
     name: str = Field(min_length=1)
     #: ``unpaired``: encoder + heads on labeled images, decoder on reports with the findings
-    #: prompt. ``paired``: images with their reports, end to end.
-    path: Literal["unpaired", "paired"]
+    #: prompt. ``paired``: images with their reports, end to end. ``text``: the decoder alone
+    #: on reports with their findings prompt (no images read; encoder and heads untouched).
+    path: Literal["unpaired", "paired", "text"]
     description: str = ""
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
@@ -223,6 +238,11 @@ class Recipe(_Section):
     def _data_for_path(self) -> Recipe:
         if self.path == "unpaired" and self.data.nih_root is None:
             raise ValueError("the unpaired path needs data.nih_root (labeled images)")
+        if self.path == "text" and not self.data.findings:
+            raise ValueError(
+                "the text path needs data.findings (the prompt's finding set, e.g. the "
+                "engine's)"
+            )
         if self.data.iu_root is None:
             raise ValueError(f"the {self.path} path needs data.iu_root (reports)")
         return self
