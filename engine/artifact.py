@@ -91,6 +91,11 @@ class FindingSpec(_Strict):
     name_es: str = Field(min_length=1)
     name_en: str = ""
     locatable: bool = False
+    #: False where the box head saw too few boxes of this finding in training to be trusted:
+    #: its box is still computed (the graph has one per locatable finding) but no region or
+    #: side is reported, so the SR, the presentation state and the text never show a place
+    #: the model was not taught.
+    report_region: bool = True
     #: False where training could not confirm the code against an authoritative source.
     code_verified: bool = True
     #: The code value in the local scheme ``99CXR`` (DICOM Code Value: 16 characters at most).

@@ -272,7 +272,7 @@ class Engine:
             if spec.locatable:
                 box = boxes[box_index]
                 box_index += 1
-                if presence != "absent":
+                if presence != "absent" and spec.report_region:
                     x0, y0, x1, y1 = study.frontal.letterbox.box_to_source(box)
                     # A box lying wholly in the letterbox padding collapses: report no region.
                     if x0 < x1 and y0 < y1:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from engine.artifact import EngineArtifact
+from engine.artifact import EngineArtifact, load_artifact, write_manifest
 from engine.backends.base import Backend, EncoderOutput, StepOutput
 from engine.decoding import generate
 from engine.exceptions import (
@@ -254,3 +256,29 @@ def test_no_finding_is_never_present_beside_a_present_finding() -> None:
     reconciled = reconcile_no_finding((normal, effusion))
     assert reconciled[0].presence == "uncertain" and reconciled[0].probability == 0.9
     assert reconciled[1] == effusion
+
+
+@pytest.mark.parametrize("report_region", [True, False])
+def test_no_region_or_side_for_a_finding_whose_box_head_was_not_trained(
+    tiny_artifact: EngineArtifact,
+    real_datasets: dict[str, Dataset],
+    tmp_path: Path,
+    report_region: bool,
+) -> None:
+    folder = tmp_path / "engine"
+    shutil.copytree(tiny_artifact.root, folder)
+    manifest = tiny_artifact.manifest
+    region = {"report_region": report_region}
+    # Every finding reads present, so every locatable one would get its box.
+    findings = [
+        f.model_copy(update={"threshold_present": 0.0, "threshold_absent": 0.0} | region)
+        for f in manifest.findings
+    ]
+    write_manifest(folder, manifest.model_copy(update={"findings": findings}))
+    engine = create_engine(load_artifact(folder), "onnxruntime", allow_test_artifact=True)
+    report = engine.report_study([real_datasets["siim_chest_cr_jpeg_baseline.dcm"]])
+    located = [f for f in report.findings if f.region is not None or f.laterality is not None]
+    if report_region:
+        assert located
+    else:
+        assert not located
