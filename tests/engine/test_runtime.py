@@ -270,10 +270,10 @@ def test_no_region_or_side_for_a_finding_whose_box_head_was_not_trained(
     manifest = tiny_artifact.manifest
     region = {"report_region": report_region}
     # Every finding reads present, so every locatable one would get its box.
-    findings = [
+    findings = tuple(
         f.model_copy(update={"threshold_present": 0.0, "threshold_absent": 0.0} | region)
         for f in manifest.findings
-    ]
+    )
     write_manifest(folder, manifest.model_copy(update={"findings": findings}))
     engine = create_engine(load_artifact(folder), "onnxruntime", allow_test_artifact=True)
     report = engine.report_study([real_datasets["siim_chest_cr_jpeg_baseline.dcm"]])

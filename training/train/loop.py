@@ -467,9 +467,16 @@ class Trainer:
                 result.artifact = export_checkpoint(result.best_checkpoint, export, self.recipe)
         self.log.close()
         if self.dist.enabled:
+            import gc
+
             import torch.distributed as dist
 
             dist.barrier()
+            # DDP's reducer holds the process group. Left to the interpreter's exit, gloo's
+            # threads may be torn down after their group and abort the process ("terminate
+            # called without an active exception") after a complete run: release it first.
+            self.objective = getattr(self.objective, "module", self.objective)
+            gc.collect()
             dist.destroy_process_group()
         return result
 
