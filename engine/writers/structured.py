@@ -37,12 +37,19 @@ logger = logging.getLogger(__name__)
 HALLAZGOS = "Hallazgos"
 IMPRESION = "Impresión"
 
-#: Absent findings a radiologist states even when normal, in the order they are written.
+#: Absent findings a radiologist states even when normal, in the order they are written: the
+#: heart and mediastinum, then the acute lung findings in one negation (plural nouns first, so
+#: the verb agrees: "No se observan infiltrados pulmonares, atelectasias ni edema pulmonar."),
+#: then the costophrenic angles. Only those of the engine's finding set, coded absent, are said.
 CUSTOMARY_NORMALS: tuple[str, ...] = (
     "cardiomegaly",
     "enlarged_cardiomediastinum",
     "consolidation",
+    "infiltration",
+    "atelectasis",
     "pneumothorax",
+    "pneumonia",
+    "edema",
     "pleural_effusion",
 )
 #: Said as normality when absent; the others go into one "No se observan ... ni ..." sentence.
@@ -147,7 +154,10 @@ def write_structured(
         else:
             text = _unknown_sentence(f, hedged=True)
         body.append(text)
-    normals = [_statement(absent[k]) for k in CUSTOMARY_NORMALS if k in absent]
+    said = [k for k in CUSTOMARY_NORMALS if k in absent]
+    if "consolidation" in said and "pneumonia" in said:
+        said.remove("pneumonia")  # "sin condensaciones" already rules it out on a radiograph
+    normals = [_statement(absent[k]) for k in said]
     styled = [s for s in normals if s.finding in _NORMAL_STYLE and s.finding != "pleural_effusion"]
     negated = [s for s in normals if s.finding not in _NORMAL_STYLE]
     effusion = [s for s in normals if s.finding == "pleural_effusion"]

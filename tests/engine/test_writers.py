@@ -51,9 +51,23 @@ def test_structured_report_of_a_normal_study() -> None:
     assert list(sections) == ["Hallazgos", "Impresión"]
     assert sections["Hallazgos"] == (
         "Índice cardiotorácico conservado. Mediastino de anchura normal. "
-        "No se observan condensaciones ni neumotórax. Senos costofrénicos libres."
+        "No se observan condensaciones, infiltrados pulmonares, atelectasias, neumotórax ni edema "
+        "pulmonar. Senos costofrénicos libres."
     )
     assert sections["Impresión"] == "Sin hallazgos patológicos significativos."
+
+
+def test_a_small_finding_set_states_each_acute_finding_it_rules_out() -> None:
+    """An engine of six findings says what it ruled out, not only the costophrenic angles."""
+    keys = ("edema", "pneumonia", "atelectasis", "pleural_effusion", "infiltration")
+    findings = [_f(k, "absent", 0.05) for k in keys] + [_f("no_finding", "present", 0.8)]
+    hallazgos = dict(write_structured(findings))["Hallazgos"]
+    assert hallazgos == (
+        "No se observan infiltrados pulmonares, atelectasias, neumonía ni edema pulmonar. "
+        "Senos costofrénicos libres."
+    )
+    read = get_labeler("es").label(hallazgos)
+    assert all(read[k] == "absent" for k in keys)
 
 
 def test_structured_report_states_side_and_probability_band() -> None:
