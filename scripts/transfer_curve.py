@@ -118,8 +118,8 @@ def run_cell(arm: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def build_engine(encoder: Path, decoder: Path, like: Path, out: Path, version: str) -> Path:
     """An engine artifact with ``like``'s encoder checkpoint and a text-path decoder: the
-    manifest's calibrated thresholds, input spec and gate are ``like``'s; the writer is the
-    neural one (the runtime's check always on)."""
+    manifest's calibrated thresholds, input spec, gate and reported regions are ``like``'s;
+    the writer is the neural one (the runtime's check always on)."""
     from engine.artifact import load_artifact, write_manifest
     from training.export import export_artifact
     from training.findings import get_finding
@@ -137,8 +137,13 @@ def build_engine(encoder: Path, decoder: Path, like: Path, out: Path, version: s
         description=f"{shipped.description} Neural report writer (candidate).",
         languages=shipped.languages,
     )
-    manifest = artifact.manifest.model_copy(update={"report_writer": "neural",
-                                                    "gate": shipped.gate})
+    regions = {f.key: f.report_region for f in shipped.findings}
+    findings = tuple(
+        f.model_copy(update={"report_region": regions[f.key]}) for f in artifact.manifest.findings
+    )
+    manifest = artifact.manifest.model_copy(
+        update={"report_writer": "neural", "gate": shipped.gate, "findings": findings}
+    )
     write_manifest(out, manifest)
     return out
 

@@ -78,11 +78,29 @@ class FindingLike(Protocol):
 
 
 def finding_specs(
-    findings: Sequence[FindingLike], thresholds: Mapping[str, tuple[float, float]] | None = None
+    findings: Sequence[FindingLike],
+    thresholds: Mapping[str, tuple[float, float]] | None = None,
+    box_counts: Mapping[str, int] | None = None,
+    min_region_boxes: int = 0,
 ) -> tuple[FindingSpec, ...]:
-    """The manifest's finding set, in model output order; thresholds are (present, absent)."""
+    """The manifest's finding set, in model output order; thresholds are (present, absent).
+
+    With ``box_counts`` (training boxes per locatable finding), a locatable finding with fewer
+    than ``min_region_boxes`` reports no region or side (``report_region = False``).
+    """
     specs = []
     for finding in findings:
+        report_region = True
+        if finding.locatable and box_counts is not None:
+            count = int(box_counts.get(finding.key, 0))
+            report_region = count >= min_region_boxes
+            if not report_region:
+                logger.warning(
+                    "%s: %d training boxes (< %d): the engine reports no region or side for it",
+                    finding.key,
+                    count,
+                    min_region_boxes,
+                )
         present, absent = (thresholds or {}).get(finding.key, (0.5, 0.2))
         specs.append(
             FindingSpec(
@@ -92,6 +110,7 @@ def finding_specs(
                 name_es=finding.name_es,
                 name_en=finding.name_en,
                 locatable=finding.locatable,
+                report_region=report_region,
                 code_verified=bool(getattr(finding, "code_verified", True)),
                 local_code=str(getattr(finding, "local_code", "")),
                 threshold_present=present,
@@ -182,6 +201,8 @@ def export_artifact(
     findings: Sequence[FindingLike],
     input_spec: InputSpec | None = None,
     thresholds: Mapping[str, tuple[float, float]] | None = None,
+    box_counts: Mapping[str, int] | None = None,
+    min_region_boxes: int = 50,
     decoding: DecodingDefaults | None = None,
     training: TrainingSummary | None = None,
     purpose: str = "production",
@@ -330,7 +351,7 @@ def export_artifact(
             table_keys, table_values = model.prompt_table()
         np.savez(out / "finding_prompt.npz", keys=table_keys.numpy(), values=table_values.numpy())
         prompt = PromptSpec(file="finding_prompt.npz")
-    specs = finding_specs(findings, thresholds)
+    specs = finding_specs(findings, thresholds, box_counts, min_region_boxes)
     manifest = EngineManifest(
         format_version=FORMAT_VERSION,
         name=name,
@@ -400,6 +421,13 @@ def _declare(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--purpose", default="production", choices=("production", "evaluation", "test")
     )
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
+    parser.add_argument(
+        "--min-region-boxes",
+        type=int,
+        default=50,
+        help="a locatable finding with fewer training boxes (recorded in the checkpoint) "
+        "reports no region or side (default 50)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -454,6 +482,8 @@ def run(args: argparse.Namespace) -> int:
         version=args.version,
         findings=findings,
         thresholds=thresholds,
+        box_counts=checkpoint.get("box_counts"),
+        min_region_boxes=args.min_region_boxes,
         training=training,
         input_spec=checkpoint_input_spec(checkpoint),
         purpose=args.purpose,

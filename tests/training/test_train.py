@@ -351,3 +351,32 @@ def test_spanish_transfer_starts_from_a_trained_checkpoint(
         got_row = got["decoder.embed.weight"][row]
         same = token in old and torch.equal(got_row, want["decoder.embed.weight"][old[token]])
         assert same == (token in old), token
+
+
+def test_a_run_records_its_boxes_and_export_reports_regions_only_where_taught(
+    unpaired_run: dict[str, Any],
+) -> None:
+    from engine.artifact import load_artifact
+
+    result = unpaired_run["result"]
+    state = torch.load(result.best_checkpoint, weights_only=True)
+    counts = state["box_counts"]
+    manifest = load_artifact(result.artifact).manifest
+    locatable = {f.key for f in manifest.findings if f.locatable}
+    assert set(counts) == locatable and all(isinstance(n, int) for n in counts.values())
+    minimum = unpaired_run["recipe"].export.min_region_boxes
+    for spec in manifest.findings:
+        assert spec.report_region == (not spec.locatable or counts[spec.key] >= minimum)
+
+
+def test_finding_specs_report_no_region_below_the_minimum_of_training_boxes() -> None:
+    from training.export import finding_specs
+    from training.findings import get_finding
+
+    findings = [get_finding(k) for k in ("pneumonia", "pleural_effusion", "edema")]
+    specs = {s.key: s for s in finding_specs(findings, None, {"pneumonia": 60}, 50)}
+    assert specs["pneumonia"].report_region
+    assert not specs["pleural_effusion"].report_region  # locatable, no box in training
+    assert specs["edema"].report_region  # not locatable: nothing to withhold
+    # A checkpoint without counts (written before they were recorded) keeps regions.
+    assert all(s.report_region for s in finding_specs(findings))

@@ -146,6 +146,8 @@ def export_checkpoint(checkpoint: Path, out: Path, recipe: Recipe) -> Path:
         version=recipe.export.version,
         findings=[get_finding(k) for k in state["finding_keys"]],
         thresholds=thresholds,
+        box_counts=state.get("box_counts"),
+        min_region_boxes=recipe.export.min_region_boxes,
         training=TrainingSummary.model_validate_json(state["training"]),
         input_spec=checkpoint_input_spec(state),
         purpose=recipe.export.purpose,

@@ -203,6 +203,13 @@ class LabeledImages:
                     labels[row, col] = presence == "present"
                     mask[row, col] = 1.0
         self.labels, self.mask = labels, mask
+        #: Boxes per locatable finding on the studies' frontal images: how much the box head
+        #: is taught where each finding lies (export reports no region below a minimum).
+        self.box_counts = {key: 0 for key in self.locatable}
+        for row, record in enumerate(self.records):
+            for box in record.boxes:
+                if box.finding in self.box_counts and box.image_index == self._frontal_index[row]:
+                    self.box_counts[box.finding] += 1
 
     def __len__(self) -> int:
         return len(self.records)

@@ -237,6 +237,10 @@ class Trainer:
             "finding_keys": list(self.data.keys),
             "input_spec": self.data.spec.model_dump_json(),  # with the train-time letterbox
             "thresholds": {k: list(v) for k, v in self.thresholds.items()},
+            # None on the text path, which reads no images (the engine's encoder keeps its own).
+            "box_counts": (
+                self.data.train_images.box_counts if self.data.train_images is not None else None
+            ),
             "training": self._training_summary(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),

@@ -213,6 +213,9 @@ class ExportSection(_Section):
     version: str = "0.1.0"
     purpose: Literal["production", "evaluation", "test"] = "evaluation"
     tolerance: float = Field(default=1e-4, gt=0.0)
+    #: A locatable finding whose box head saw fewer training boxes than this reports no region
+    #: or side (``report_region = false`` in the manifest): its box would be a guess.
+    min_region_boxes: int = Field(default=50, ge=0)
 
 
 class Recipe(_Section):
