@@ -72,6 +72,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "atelectasis": (
         r"atelectasi\w*",
+        r"atelectacia\w*",  # seseo in dictation
         r"colapso (?:pulmonar|lobar|segmentario)",
         r"colapso (?:parcial |completo |total |pasivo )?(?:del? )?(?:el |la )?"
         r"(?:pulmon|lobulo|segmento|lingula)\w*",
@@ -267,6 +268,10 @@ NEGATION_PRE: tuple[str, ...] = (
     r"desaparici\w+(?: del?)?",
     r"resoluci\w+(?: del?)?",
     r"retirada(?: del?)?",
+    # "Se retira el tubo", "se ha retirado la sonda": the device is no longer there.
+    r"se (?:ha |han )?retira(?:n|do|da|dos|das)?(?: el| la| los| las)?",
+    # A denied impression is a negation, not a hedge: "No impresiona de derrame."
+    r"no (?:impresiona|parecen?)(?: de| como| existir| haber| observarse)?",
     r"no (?:se )?(?:observa|observan|aprecia|aprecian|identifica|identifican|visualiza|"
     r"visualizan|evidencia|evidencian|objetiva|objetivan|ve|ven|hay|existe|existen|muestra)",
     r"sin (?:evidencia|signos|imagenes|datos|hallazgos) de",
@@ -279,6 +284,7 @@ NEGATION_POST: tuple[str, ...] = (
     r"(?:ha|han) desaparecido",
     r"resuelt[oa]s?",
     r"ausentes?",
+    r"(?:ha sido |han sido )?retirad[oa]s?",
 )
 
 UNCERTAIN_PRE: tuple[str, ...] = (

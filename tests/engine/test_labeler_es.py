@@ -102,6 +102,12 @@ def test_score_on_the_second_independent_set() -> None:
         ("Opacidad en base derecha, a descartar.", {"lung_opacity": "uncertain"}),
         ("Nódulo en LSD, probable.", {"nodule": "uncertain"}),
         ("Condensación basal derecha, no se descarta.", {"consolidation": "uncertain"}),
+        # A denied impression denies; a removed device is gone; seseo in dictation.
+        ("No impresiona de derrame.", {"pleural_effusion": "absent"}),
+        ("No parece existir neumotórax.", {"pneumothorax": "absent"}),
+        ("Se retira tubo endotraqueal.", {"support_devices": "absent"}),
+        ("Sonda nasogástrica retirada.", {"support_devices": "absent"}),
+        ("Atelectacias laminares basales.", {"atelectasis": "present"}),
     ],
 )
 def test_rules_from_the_second_set(sentence: str, expected: dict[str, str]) -> None:
