@@ -250,6 +250,7 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
         r"(?:granulomas?|nodulos?)(?: pulmonares?)? calcificad\w*",
         r"calcificaci\w+ (?:del? |en )?(?:el |la )?(?:aort\w+|boton aortico|cayado aortico)",
         r"aorta calcificada",
+        r"(?:placas? (?:de )?)?ateroma\w* calcificad\w*",
         r"calcificaci\w+ pleural\w*",
     ),
     "lung_opacity": (r"densidad osea", r"densidad(?:es)? calcica\w*"),

@@ -108,9 +108,11 @@ def test_score_on_the_second_independent_set() -> None:
         ("Se retira tubo endotraqueal.", {"support_devices": "absent"}),
         ("Sonda nasogástrica retirada.", {"support_devices": "absent"}),
         ("Atelectacias laminares basales.", {"atelectasis": "present"}),
+        ("Placas de ateroma calcificadas en el cayado aórtico.",
+         {"aortic_atheromatosis": "present", "calcification": None}),
     ],
 )
-def test_rules_from_the_second_set(sentence: str, expected: dict[str, str]) -> None:
+def test_rules_from_the_second_set(sentence: str, expected: dict[str, str | None]) -> None:
     got = get_labeler("es").label(sentence, sections=False)
     assert {k: got.get(k) for k in expected} == expected
 
