@@ -11,6 +11,17 @@ from __future__ import annotations
 from engine.labeler.rules import LanguageRules
 
 _W = r"(?:[\w-]+ )"
+#: "ICT" is how the cardiothoracic index is dictated more often than not.
+_ICT = r"(?:indice cardiotoracico|ict)"
+#: The costophrenic sinuses, also dictated as "SCF".
+_SCF = r"(?:(?:senos?|angulos?) (?:costofrenic|costodiafragmatic)\w*|scf)"
+_SCF_NOUN = r"(?:(?:senos? |angulos? )?(?:costofrenic|costodiafragmatic)\w*|scf)"
+#: Normal without a negation word: "dentro de la normalidad", "en el límite alto de la
+#: normalidad" (borderline is still read as normal), "en límites normales".
+_NORMAL_RANGE = (
+    r"(?:dentro de (?:la )?normalidad|(?:en|dentro de) (?:los )?limites normales|"
+    r"en (?:el )?limite (?:alto |superior )?de (?:la )?normalidad)"
+)
 
 MENTIONS: dict[str, tuple[str, ...]] = {
     "enlarged_cardiomediastinum": (
@@ -22,9 +33,9 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "cardiomegaly": (
         r"cardiomegalia",
-        r"aumento (?:del? )?(?:la )?(?:tamano de la )?(?:silueta cardiaca|indice cardiotoracico|"
+        rf"aumento (?:del? )?(?:la )?(?:tamano de la )?(?:silueta cardiaca|{_ICT}|"
         r"tamano cardiaco)",
-        rf"(?:silueta cardiaca|indice cardiotoracico|tamano cardiaco) {_W}{{0,2}}"
+        rf"(?:silueta cardiaca|{_ICT}|tamano cardiaco) {_W}{{0,2}}"
         r"(?:aumentad[oa]|agrandad[oa]|aumentado)",
         r"crecimiento de cavidades",
     ),
@@ -52,6 +63,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "pneumonia": (
         r"neumonias?",
         r"bronconeumonia",
+        # "proceso/foco neumónico", "condensación neumónica": the adjective names a pneumonia.
+        r"neumonic[oa]s?",
         r"neumonitis",
         r"proceso infeccioso",
         r"infecci\w+",
@@ -59,7 +72,10 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "atelectasis": (
         r"atelectasi\w*",
+        r"atelectacia\w*",  # seseo in dictation
         r"colapso (?:pulmonar|lobar|segmentario)",
+        r"colapso (?:parcial |completo |total |pasivo )?(?:del? )?(?:el |la )?"
+        r"(?:pulmon|lobulo|segmento|lingula)\w*",
         r"perdida de volumen",
     ),
     "pneumothorax": (r"neumotorax", r"hidroneumotorax"),
@@ -67,17 +83,20 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"derrames? pleural\w*",
         r"derrames?",
         r"liquido pleural",
-        r"(?:pinzamiento|ocupacion|borramiento) (?:del? )?(?:los |ambos )?(?:senos? |angulos? )?"
-        r"(?:costofrenic|costodiafragmatic)\w*",
-        r"(?:senos?|angulos?) (?:costofrenic|costodiafragmatic)\w* (?:\w+ )?"
-        r"(?:pinzados?|ocupados?|borrados?)",
+        rf"ocupacion (?:del? )?(?:los |ambos )?{_SCF_NOUN}",
+        rf"{_SCF} (?:\w+ )?ocupados?",
     ),
     "pleural_other": (
         r"placas? pleural\w*",
         r"calcificaci\w+ pleural\w*",
         r"fibrotorax",
     ),
-    "fracture": (r"fractur\w*", r"callos? de fractura"),
+    "fracture": (
+        r"fractur\w*",
+        r"callos? de fractura",
+        # An acute bone lesion of the chest wall is a fracture ("Sin lesiones óseas agudas.").
+        r"(?:lesion(?:es)?|alteracion(?:es)?|hallazgos?|patologia) ose[oa]s? agud[oa]s?",
+    ),
     "support_devices": (
         r"marcapasos",
         r"sondas? (?:nasogastrica|endotraqueal|de alimentacion)\w*",
@@ -104,6 +123,9 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"vertebroplastias?",
         r"filtros? de vena cava",
         r"valvulas? de derivacion",
+        # Dictated abbreviations: tubo endotraqueal, sonda nasogástrica, catéter venoso central,
+        # desfibrilador automático implantable, catéter central de inserción periférica.
+        r"tet|sng|cvc|dai|picc",
     ),
     "infiltration": (r"infiltrad\w*",),
     "mass": (r"masas?",),
@@ -144,7 +166,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "aortic_elongation": (
         r"elongaci\w+ (?:de la )?aort\w*",
         r"elongaci\w+ y ateromatosis aort\w*",
-        r"elongaci\w+ (?:del? )?(?:\w+ )?aort\w*",
+        r"elongaci\w+ (?:y \w+ )?(?:del? )?(?:la )?(?:\w+ )?aort\w*",
         r"aorta (?:\w+ )?(?:elongada|tortuosa|ectasica|desenrollada)",
         r"ectasia aortica",
         r"boton aortico (?:prominente|aumentado)",
@@ -181,22 +203,32 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "tuberculosis": (r"tubercul\w*", r"tbc", r"tb"),
 }
 
+# Signs that point at a finding without naming it: they decide only when the sentence never
+# names the finding, so "Pinzamiento de ambos SCF, probablemente por mínimo derrame." hedges the
+# effusion (as the English rules read "blunting").
+INDIRECT: dict[str, tuple[str, ...]] = {
+    "pleural_effusion": (
+        rf"(?:pinzamiento|borramiento) (?:del? )?(?:los |ambos )?{_SCF_NOUN}",
+        rf"{_SCF} (?:\w+ )?(?:pinzados?|borrados?)",
+    ),
+}
+
 NORMAL: dict[str, tuple[str, ...]] = {
     "cardiomegaly": (
-        rf"(?:silueta cardiaca|tamano cardiaco|indice cardiotoracico|corazon) {_W}{{0,2}}"
+        rf"(?:silueta cardiaca|tamano cardiaco|{_ICT}|corazon) {_W}{{0,2}}"
         r"(?:normal|dentro de (?:los )?limites normales|conservad[oa]|sin alteraciones)",
-        r"(?:silueta cardiaca|tamano cardiaco|indice cardiotoracico) de (?:tamano )?normal",
-        r"(?:silueta cardiaca|tamano cardiaco|indice cardiotoracico) (?:en|dentro de) "
-        r"(?:los )?limites normales",
+        rf"(?:silueta cardiaca|tamano cardiaco|{_ICT}) de (?:tamano )?normal",
+        rf"(?:silueta cardiaca|tamano cardiaco|{_ICT}|corazon) {_W}{{0,2}}{_NORMAL_RANGE}",
     ),
     "enlarged_cardiomediastinum": (
         r"mediastino (?:de (?:tamano|morfologia|anchura|calibre) normal|sin alteraciones|normal|"
         r"centrado(?:,? de anchura normal)?)",
         r"silueta cardiomediastinica (?:de tamano )?(?:normal|dentro de (?:los )?limites normales|"
         r"sin alteraciones)",
+        rf"(?:silueta cardiomediastinica|mediastino) {_W}{{0,2}}{_NORMAL_RANGE}",
     ),
     "pleural_effusion": (
-        r"(?:senos?|angulos?) (?:costofrenic|costodiafragmatic)\w* (?:estan |permanecen )?libres",
+        rf"{_SCF} (?:\w+ )?(?:estan |permanecen )?libres",
     ),
     "hypoinflation": (
         r"(?:adecuada|buena|correcta|normal) (?:insuflacion|inspiracion|expansion)"
@@ -218,6 +250,7 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
         r"(?:granulomas?|nodulos?)(?: pulmonares?)? calcificad\w*",
         r"calcificaci\w+ (?:del? |en )?(?:el |la )?(?:aort\w+|boton aortico|cayado aortico)",
         r"aorta calcificada",
+        r"(?:placas? (?:de )?)?ateroma\w* calcificad\w*",
         r"calcificaci\w+ pleural\w*",
     ),
     "lung_opacity": (r"densidad osea", r"densidad(?:es)? calcica\w*"),
@@ -236,6 +269,10 @@ NEGATION_PRE: tuple[str, ...] = (
     r"desaparici\w+(?: del?)?",
     r"resoluci\w+(?: del?)?",
     r"retirada(?: del?)?",
+    # "Se retira el tubo", "se ha retirado la sonda": the device is no longer there.
+    r"se (?:ha |han )?retira(?:n|do|da|dos|das)?(?: el| la| los| las)?",
+    # A denied impression is a negation, not a hedge: "No impresiona de derrame."
+    r"no (?:impresiona|parecen?)(?: de| como| existir| haber| observarse)?",
     r"no (?:se )?(?:observa|observan|aprecia|aprecian|identifica|identifican|visualiza|"
     r"visualizan|evidencia|evidencian|objetiva|objetivan|ve|ven|hay|existe|existen|muestra)",
     r"sin (?:evidencia|signos|imagenes|datos|hallazgos) de",
@@ -248,6 +285,7 @@ NEGATION_POST: tuple[str, ...] = (
     r"(?:ha|han) desaparecido",
     r"resuelt[oa]s?",
     r"ausentes?",
+    r"(?:ha sido |han sido )?retirad[oa]s?",
 )
 
 UNCERTAIN_PRE: tuple[str, ...] = (
@@ -277,14 +315,20 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"vs\.?",
     r"indeterminad\w+",
     r"en probable relacion con",
+    # "Compatible con" is how a Spanish radiologist hedges a diagnosis the image cannot prove.
+    r"(?:hallazgos? |imagen(?:es)? |signos )?compatibles? con",
     r"no (?:claramente|claro)",
 )
 
+#: A backward-looking hedge ends its clause: in "aumento de densidad, a descartar neumonía" or
+#: "opacidad basal, probable neumonía" it hedges the finding after it, not the one before.
+_CLAUSE_END = r"(?=\s*(?:[,;.:)]|$))"
+
 UNCERTAIN_POST: tuple[str, ...] = (
-    r"no (?:se )?(?:puede |pueden )?descarta\w*",
-    r"a descartar",
+    r"no (?:se )?(?:puede |pueden )?descarta\w*" + _CLAUSE_END,
+    r"a descartar" + _CLAUSE_END,
     r"\?",
-    r"(?:es |son )?probable\w*",
+    r"(?:es |son )?probable\w*" + _CLAUSE_END,
     r"a valorar",
     r"dudos\w+",
     r"versus",
@@ -365,6 +409,7 @@ RULES_ES = LanguageRules(
     lang="es",
     mentions=MENTIONS,
     normal=NORMAL,
+    indirect=INDIRECT,
     exclude=EXCLUDE,
     negation_pre=NEGATION_PRE,
     negation_post=NEGATION_POST,

@@ -10,11 +10,12 @@ import pytest
 from engine.labeler import get_labeler
 
 DATA = Path(__file__).parent / "data" / "labeler_es_independent.tsv"
+DATA_2 = Path(__file__).parent / "data" / "labeler_es_independent_2.tsv"
 
 
-def _cases() -> list[tuple[str, dict[str, str]]]:
+def _cases(path: Path = DATA) -> list[tuple[str, dict[str, str]]]:
     cases = []
-    for line in DATA.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         sentence, expected = line.split("\t")
@@ -36,9 +37,84 @@ def test_score_on_independent_sentences() -> None:
             else:
                 wrong.append((sentence, key, value, got.get(key)))
     assert total >= 80
-    # Two known disagreements by design: "compatible con" reads as present (as CheXpert reads
-    # "consistent with"), and a calcified granuloma is a granuloma, not a calcification.
+    # One known disagreement by design: a calcified granuloma is a granuloma, not a
+    # calcification. ("Compatible con" now reads as a hedge, as both independent sets read it.)
     assert right / total >= 0.97, wrong
+
+
+def test_score_on_the_second_independent_set() -> None:
+    """A second set (159 sentences, 201 labels), also written before the rules were read:
+    186/201 right then (0.925), 198/201 after the rules it prompted (0.985). "none" means the
+    finding must not be mentioned. Known misses: "Silueta cardiomediastínica dentro de la
+    normalidad" says nothing of cardiomegaly (as the English rules read "cardiomediastinal
+    silhouette", kept for the bridge's agreement), signs of edema beside a hedged edema read
+    present, and an indication ("Motivo de consulta: descartar ...") is read only when
+    ``sections=False`` keeps it."""
+    labeler = get_labeler("es")
+    right = total = 0
+    wrong = []
+    for sentence, expected in _cases(DATA_2):
+        got = labeler.label(sentence, sections=False)
+        for key, value in expected.items():
+            total += 1
+            if got.get(key) == (None if value == "none" else value):
+                right += 1
+            else:
+                wrong.append((sentence, key, value, got.get(key)))
+    assert total >= 200
+    assert right / total >= 0.97, wrong
+
+
+@pytest.mark.parametrize(
+    ("sentence", "expected"),
+    [
+        # "ICT" and normal ranges without a negation word.
+        ("ICT conservado.", {"cardiomegaly": "absent"}),
+        ("ICT aumentado.", {"cardiomegaly": "present"}),
+        ("Indice cardiotoracico en el limite alto de la normalidad.",
+         {"cardiomegaly": "absent"}),
+        ("Mediastino dentro de la normalidad.", {"enlarged_cardiomediastinum": "absent"}),
+        # "SCF", and blunting as a sign that defers to a named, hedged effusion.
+        ("SCF libres.", {"pleural_effusion": "absent"}),
+        ("Pinzamiento del SCF derecho.", {"pleural_effusion": "present"}),
+        ("Pinzamiento del seno costofrénico izquierdo, posible derrame.",
+         {"pleural_effusion": "uncertain"}),
+        ("Borramiento del seno costofrénico derecho. Sin derrame pleural.",
+         {"pleural_effusion": "absent"}),
+        # Lung collapse, pneumonic, coordinated aortic findings, acute bone lesions, devices.
+        ("Colapso parcial del pulmón derecho.", {"atelectasis": "present"}),
+        ("Colapso del lóbulo inferior izquierdo.", {"atelectasis": "present"}),
+        ("Foco neumónico en língula.", {"pneumonia": "present"}),
+        ("Sin signos de proceso neumonico.", {"pneumonia": "absent"}),
+        ("Elongación y ateromatosis de la aorta torácica.",
+         {"aortic_elongation": "present", "aortic_atheromatosis": "present"}),
+        ("Sin lesiones óseas agudas.", {"fracture": "absent"}),
+        ("No se observan alteraciones oseas agudas.", {"fracture": "absent"}),
+        ("SNG con extremo en estómago. CVC yugular derecho.", {"support_devices": "present"}),
+        ("Portador de DAI.", {"support_devices": "present"}),
+        # "Compatible con" hedges; a backward hedge ends its clause.
+        ("Compatible con neumonía basal derecha.", {"pneumonia": "uncertain"}),
+        ("Hallazgos compatibles con edema pulmonar.", {"edema": "uncertain"}),
+        ("Aumento de densidad en base izquierda, a descartar neumonía.",
+         {"lung_opacity": "present", "pneumonia": "uncertain"}),
+        ("Opacidad en base derecha, probable neumonía.",
+         {"lung_opacity": "present", "pneumonia": "uncertain"}),
+        ("Opacidad en base derecha, a descartar.", {"lung_opacity": "uncertain"}),
+        ("Nódulo en LSD, probable.", {"nodule": "uncertain"}),
+        ("Condensación basal derecha, no se descarta.", {"consolidation": "uncertain"}),
+        # A denied impression denies; a removed device is gone; seseo in dictation.
+        ("No impresiona de derrame.", {"pleural_effusion": "absent"}),
+        ("No parece existir neumotórax.", {"pneumothorax": "absent"}),
+        ("Se retira tubo endotraqueal.", {"support_devices": "absent"}),
+        ("Sonda nasogástrica retirada.", {"support_devices": "absent"}),
+        ("Atelectacias laminares basales.", {"atelectasis": "present"}),
+        ("Placas de ateroma calcificadas en el cayado aórtico.",
+         {"aortic_atheromatosis": "present", "calcification": None}),
+    ],
+)
+def test_rules_from_the_second_set(sentence: str, expected: dict[str, str | None]) -> None:
+    got = get_labeler("es").label(sentence, sections=False)
+    assert {k: got.get(k) for k in expected} == expected
 
 
 @pytest.mark.parametrize(
@@ -58,7 +134,7 @@ def test_score_on_independent_sentences() -> None:
         ("Hallazgos sugestivos de edema pulmonar.", {"edema": "uncertain"}),
         ("Sospecha de derrame pleural izquierdo.", {"pleural_effusion": "uncertain"}),
         ("Condensación compatible con neumonía.",
-         {"consolidation": "present", "pneumonia": "present"}),
+         {"consolidation": "present", "pneumonia": "uncertain"}),
         ("No se observan cambios degenerativos.", {"spondylosis": "absent"}),
         ("Sin cambios respecto al estudio previo. Derrame pleural derecho.",
          {"pleural_effusion": "present"}),
