@@ -346,6 +346,12 @@ class _Run:
             if row is not None and row.claimed_by == self.token:
                 _apply_outcome(row, outcome, self.config.delivery)
 
+    def fail(self, row_id: int, reason: str, ds: Dataset | None = None) -> None:
+        """Record a transient failure that happened before any C-STORE: the row waits with
+        ``reason`` and is retried with backoff, like any transient failure."""
+        uids = (str(ds.SOPInstanceUID), str(ds.SOPClassUID)) if ds is not None else ("", "")
+        self.record(row_id, StoreOutcome(*uids, StoreStatus.TRANSIENT, None, reason))
+
     def send(self, link: StoreLink, row_id: int, ds: Dataset) -> bool:
         """C-STORE ``ds`` if its row is still ours and pending; record the outcome at once."""
         with session_scope(self.sessions) as session:
@@ -392,15 +398,9 @@ def deliver_due(
         dest_config = by_name.get(name)
         if dest_config is None:
             for row_id, _ in items:
-                run.record(
+                run.fail(
                     row_id,
-                    StoreOutcome(
-                        "",
-                        "",
-                        StoreStatus.TRANSIENT,
-                        None,
-                        f"destination {name!r} is no longer configured; add it back or retry later",
-                    ),
+                    f"destination {name!r} is no longer configured; add it back or retry later",
                 )
                 attempted += 1
             continue
@@ -411,16 +411,10 @@ def deliver_due(
             try:
                 readable.append((row_id, dcmread(data_dir / path)))
             except (OSError, InvalidDicomError) as exc:
-                run.record(
+                run.fail(
                     row_id,
-                    StoreOutcome(
-                        "",
-                        "",
-                        StoreStatus.TRANSIENT,
-                        None,
-                        f"cannot read the report object {path}: {exc}; restore the file (dead "
-                        "letters are sent again by `dicomnode retry`)",
-                    ),
+                    f"cannot read the report object {path}: {exc}; restore the file (dead "
+                    "letters are sent again by `dicomnode retry`)",
                 )
                 attempted += 1
         if not readable:
@@ -440,16 +434,7 @@ def deliver_due(
             for row_id, ds in readable:
                 if row_id in done:
                     continue
-                run.record(
-                    row_id,
-                    StoreOutcome(
-                        str(ds.SOPInstanceUID),
-                        str(ds.SOPClassUID),
-                        StoreStatus.TRANSIENT,
-                        None,
-                        f"destination {name!r} cannot be used: {exc}",
-                    ),
-                )
+                run.fail(row_id, f"destination {name!r} cannot be used: {exc}", ds)
                 attempted += 1
     return attempted
 
