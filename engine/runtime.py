@@ -36,7 +36,13 @@ from engine.exceptions import (
     PixelDecodeError,
     StudyError,
 )
-from engine.gate import ImageGate, check_study_headers, load_image_gate, refusal_summary
+from engine.gate import (
+    GateDecision,
+    ImageGate,
+    check_study_headers,
+    load_image_gate,
+    refusal_summary,
+)
 from engine.preprocessing import (
     PreparedImage,
     prepare_dataset,
@@ -338,9 +344,9 @@ class Engine:
                 )
             elif refusal is not None:
                 logger.info("gate refuses study %s: %s", study.study_instance_uid, refusal)
+                decision = GateDecision(study.frontal.sop_instance_uid, (refusal,))
                 out[i] = NotReportableError(
-                    f"study {study.study_instance_uid}: not a chest radiograph the engine was "
-                    f"made for — {study.frontal.sop_instance_uid or '?'}: {refusal}",
+                    f"study {study.study_instance_uid}: {refusal_summary([decision])}",
                     study_instance_uid=study.study_instance_uid,
                 )
             else:
