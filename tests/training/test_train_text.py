@@ -209,3 +209,17 @@ def test_a_text_path_decoder_goes_beside_an_engine_encoder(
     torch.save({**engine, "finding_keys": list(reversed(engine["finding_keys"]))}, engine_ckpt)
     with pytest.raises(TrainingError, match="finding set"):
         with_decoder(engine_ckpt, decoder_ckpt)
+
+
+def test_a_text_run_keeps_the_box_counts_of_the_encoder_it_starts_from(
+    text_run: dict[str, Any], shared_data: Path, tmp_path: Path
+) -> None:
+    """Its checkpoint exports beside that encoder, so the regions withheld stay withheld."""
+    state = torch.load(text_run["result"].best_checkpoint, weights_only=True)
+    assert state["box_counts"] is None  # started from nothing: no box head was taught
+    state["box_counts"] = {"pneumonia": 3}
+    source = tmp_path / "encoder.pt"
+    torch.save(state, source)
+    recipe = load_recipe(DECODER, text_overrides(
+        shared_data, tmp_path / "run", **{"model.init_checkpoint": str(source)}))
+    assert Trainer(recipe).checkpoint_dict()["box_counts"] == {"pneumonia": 3}

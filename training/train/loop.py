@@ -119,10 +119,16 @@ class Trainer:
                 model, recipe.model.init_checkpoint, self.data.tokenizer
             )
         self.thresholds: dict[str, tuple[float, float]] = {}
+        #: Training boxes per locatable finding that taught the box head (export withholds
+        #: regions below a minimum); None when unknown.
+        self.box_counts: dict[str, int] | None = (
+            self.data.train_images.box_counts if self.data.train_images is not None else None
+        )
         if recipe.path == "text" and recipe.model.init_checkpoint is not None:
-            # No images to calibrate on: the encoder's thresholds come with its weights.
+            # No images: the encoder's thresholds and box counts come with its weights.
             init = torch.load(recipe.model.init_checkpoint, map_location="cpu", weights_only=True)
             self.thresholds = {k: (float(v[0]), float(v[1])) for k, v in init["thresholds"].items()}
+            self.box_counts = init.get("box_counts")
         if recipe.text.max_tokens > model.config.max_positions:
             raise TrainingError(
                 f"text.max_tokens {recipe.text.max_tokens} exceeds the model's "
@@ -237,10 +243,7 @@ class Trainer:
             "finding_keys": list(self.data.keys),
             "input_spec": self.data.spec.model_dump_json(),  # with the train-time letterbox
             "thresholds": {k: list(v) for k, v in self.thresholds.items()},
-            # None on the text path, which reads no images (the engine's encoder keeps its own).
-            "box_counts": (
-                self.data.train_images.box_counts if self.data.train_images is not None else None
-            ),
+            "box_counts": self.box_counts,
             "training": self._training_summary(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
