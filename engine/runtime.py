@@ -43,6 +43,7 @@ from engine.gate import (
     load_image_gate,
     refusal_summary,
 )
+from engine.labeler.labeler import NOT_ABNORMAL
 from engine.preprocessing import (
     PreparedImage,
     prepare_dataset,
@@ -111,8 +112,7 @@ def reconcile_no_finding(findings: tuple[FindingResult, ...]) -> tuple[FindingRe
     not make a study abnormal). The heads are independent, so both can pass their thresholds;
     the named finding wins and "no finding" reads as uncertain, keeping its probability."""
     abnormal = any(
-        f.presence == "present" and f.key not in ("no_finding", "support_devices")
-        for f in findings
+        f.presence == "present" and f.key not in NOT_ABNORMAL for f in findings
     )
     if not abnormal:
         return findings

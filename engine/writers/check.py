@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.labeler import get_labeler, rules_es
+from engine.labeler.labeler import NOT_ABNORMAL
 from engine.labeler.text import fold
 from engine.result import FindingResult, Presence
 
@@ -44,8 +45,6 @@ NOT_ACUTE: frozenset[str] = frozenset({
     "hyperinflation", "aortic_elongation", "aortic_atheromatosis", "scoliosis", "kyphosis",
     "spondylosis", "elevated_hemidiaphragm", "interstitial_pattern",
 })
-#: Findings that never make a study abnormal (as ``no_finding`` is defined).
-_NOT_ABNORMAL = frozenset({"no_finding", "support_devices"})
 
 _GLOBAL_NORMAL = {
     "es": (
@@ -129,7 +128,7 @@ def _normal_contradictions(
     statements = global_normal_statements(text, lang=lang)
     out = []
     for f in findings:
-        if f.presence != "present" or f.key in _NOT_ABNORMAL:
+        if f.presence != "present" or f.key in NOT_ABNORMAL:
             continue
         denying = [s for s in statements if not (s.acute_only and f.key in NOT_ACUTE)]
         if denying:

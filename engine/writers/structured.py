@@ -26,6 +26,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
+from engine.labeler.labeler import NOT_ABNORMAL
 from engine.language import Location, Statement, realise, sentence
 from engine.language.grammar import noun_phrase
 from engine.language.lexicon import FINDING_NOUNS, PLURALE_TANTUM
@@ -177,7 +178,7 @@ def impression(
     """Impresión for ``findings`` (see the module docstring): the present findings in one
     sentence by clinical weight, the uncertain ones hedged once per band, devices last."""
     by_weight = sorted(
-        (f for f in findings if f.key not in ("no_finding", "support_devices")),
+        (f for f in findings if f.key not in NOT_ABNORMAL),
         key=lambda f: (_WEIGHT.get(f.key, len(_WEIGHT)), -f.probability),
     )
     present = [f for f in by_weight if f.presence == "present"]
