@@ -23,6 +23,9 @@ How one report is read:
    output.
 8. ``no_finding`` (as in CheXpert) is present when the text says something and no finding other
    than support devices is present or uncertain.
+
+:meth:`FindingsLabeler.grade` gives the same reading with the uncertainty graded
+(:data:`Certainty`); :meth:`FindingsLabeler.label` is that reading with both grades uncertain.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from engine.labeler.rules import CompiledRules, LanguageRules
 from engine.labeler.rules_en import RULES_EN
@@ -43,12 +47,23 @@ logger = logging.getLogger(__name__)
 
 RULES: dict[str, LanguageRules] = {"en": RULES_EN, "es": RULES_ES}
 
+#: How sure a report is of a finding. ``probable`` and ``possible`` are the two kinds of
+#: uncertain: "probable" when the report hedges only how something it sees is read (a probable
+#: or favoured reading, a borderline degree, "atelectasis or scarring", "A versus B"; the
+#: rules' ``probable`` triggers), "possible" when it raises the finding as a possibility ("may
+#: represent", "possibly", "cannot exclude"). The hedging lexicons of radiology draw the same
+#: line between "probably"/"likely" and "possibly"/"may".
+Certainty = Literal["present", "probable", "possible", "absent"]
+CERTAINTY_VALUES: tuple[str, ...] = ("present", "probable", "possible", "absent")
+
 #: Findings that do not make a study abnormal for ``no_finding`` (as in CheXpert).
 NOT_ABNORMAL: frozenset[str] = frozenset({"no_finding", "support_devices"})
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+|(?<=[a-z]\.)(?=[A-Z])")
 _WORD = re.compile(r"\w+")
-_RANK: dict[str, int] = {"absent": 0, "uncertain": 1, "present": 2}
+_RANK: dict[str, int] = {"absent": 0, "possible": 1, "probable": 2, "present": 3}
+_PRESENCE: dict[str, Presence] = {
+    "present": "present", "probable": "uncertain", "possible": "uncertain", "absent": "absent"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,8 @@ class Mention:
 
     finding: str
     presence: Presence
+    #: ``presence`` with the uncertainty graded (see :data:`Certainty`).
+    certainty: Certainty
     text: str
     sentence: str
     trigger: str | None = None
@@ -99,19 +116,22 @@ class FindingsLabeler:
     # -- public API -------------------------------------------------------------------------
     def label(self, report: str, *, sections: bool = True) -> dict[str, Presence]:
         """The findings of ``report``; ``sections=False`` reads the whole text."""
+        return {k: _PRESENCE[c] for k, c in self.grade(report, sections=sections).items()}
+
+    def grade(self, report: str, *, sections: bool = True) -> dict[str, Certainty]:
+        """:meth:`label` with the uncertainty graded: ``probable`` or ``possible`` where
+        :meth:`label` says ``uncertain`` (see :data:`Certainty`)."""
         text = labeled_text(report, self.lang) if sections else report
         mentions = self._mentions(text)
         named = {m.finding for m in mentions if m.direct}
-        found: dict[str, Presence] = {}
+        found: dict[str, Certainty] = {}
         for mention in mentions:
             if not mention.direct and mention.finding in named:
                 continue
             old = found.get(mention.finding)
-            if old is None or _RANK[mention.presence] > _RANK[old]:
-                found[mention.finding] = mention.presence
-        abnormal = any(
-            p in ("present", "uncertain") for k, p in found.items() if k not in NOT_ABNORMAL
-        )
+            if old is None or _RANK[mention.certainty] > _RANK[old]:
+                found[mention.finding] = mention.certainty
+        abnormal = any(c != "absent" for k, c in found.items() if k not in NOT_ABNORMAL)
         if not abnormal and text.strip():
             found["no_finding"] = "present"
         return found
@@ -194,9 +214,8 @@ class FindingsLabeler:
                 trigger: str | None = "normal"
             else:
                 presence, trigger = self._presence(folded, triggers, start, end)
-            out.append(
-                Mention(key, presence, sentence[start:end], sentence, trigger, kind != "indirect")
-            )
+            out.append(Mention(key, presence, self._certainty(presence, trigger),
+                               sentence[start:end], sentence, trigger, kind != "indirect"))
         return self._alternatives(folded, found, out)
 
     def _alternatives(
@@ -231,9 +250,17 @@ class FindingsLabeler:
         for i in uncertain:
             m = out[i]
             if m.presence == "present":
-                out[i] = Mention(m.finding, "uncertain", m.text, m.sentence, "alternative",
-                                 m.direct)
+                out[i] = Mention(m.finding, "uncertain", "probable", m.text, m.sentence,
+                                 "alternative", m.direct)
         return out
+
+    def _certainty(self, presence: Presence, trigger: str | None) -> Certainty:
+        if presence == "present" or presence == "absent":
+            return presence
+        probable = self._c.probable
+        if trigger is not None and probable is not None and probable.fullmatch(trigger):
+            return "probable"
+        return "possible"
 
     def _presence(
         self, folded: str, triggers: list[_Span], start: int, end: int

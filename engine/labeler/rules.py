@@ -36,6 +36,13 @@ class LanguageRules:
       or pneumothorax" stays absent).
     - ``evidential``: uncertainty triggers that pass an earlier negation on: "no focal opacity
       to suggest pneumonia" denies pneumonia, where "opacity suggesting pneumonia" hedges it.
+    - ``probable``: the uncertainty triggers (whole trigger text) that hedge only how something
+      the radiologist sees is read, not whether it is there: a probable or favoured reading
+      ("probable pneumonia", "likely atelectasis"), a borderline degree ("borderline heart
+      size") and the named differential of a seen abnormality ("atelectasis versus
+      infiltrate"; "atelectasis or scarring" is always this kind). Every other uncertainty
+      trigger raises a possibility ("may represent", "possibly", "cannot exclude"). See
+      :data:`engine.labeler.labeler.Certainty`.
     - ``pre_window`` / ``post_window``: how many words a trigger reaches.
     """
 
@@ -52,6 +59,7 @@ class LanguageRules:
     indirect: dict[str, tuple[str, ...]] = field(default_factory=dict)
     alternatives: tuple[str, ...] = ()
     evidential: tuple[str, ...] = ()
+    probable: tuple[str, ...] = ()
     pre_window: int = 12
     post_window: int = 6
     compiled: CompiledRules | None = field(default=None, compare=False, repr=False)
@@ -99,6 +107,7 @@ class CompiledRules:
     terminators: re.Pattern[str] | None
     alternatives: re.Pattern[str] | None
     evidential: re.Pattern[str] | None
+    probable: re.Pattern[str] | None
 
     @classmethod
     def build(cls, rules: LanguageRules) -> CompiledRules:
@@ -123,4 +132,5 @@ class CompiledRules:
             terminators=_alt_punct(rules.terminators),
             alternatives=_alt(rules.alternatives),
             evidential=_alt(rules.evidential),
+            probable=_alt_punct(rules.probable),
         )

@@ -335,6 +335,20 @@ UNCERTAIN_POST: tuple[str, ...] = (
     r"vs\.?",
 )
 
+#: Uncertainty triggers that hedge only the reading of something seen, as in English
+#: (:data:`engine.labeler.rules_en.PROBABLE`): "probable neumonía", "en probable relación con",
+#: "compatible con" (a committed reading the image alone cannot prove), "impresiona de",
+#: "atelectasia versus infiltrado".
+PROBABLE: tuple[str, ...] = (
+    r"probable\w*",
+    r"(?:es |son )?probable\w*",
+    r"en probable relacion con",
+    r"(?:hallazgos? |imagen(?:es)? |signos )?compatibles? con",
+    r"impresiona(?: de| como)?",
+    r"versus",
+    r"vs\.?",
+)
+
 PSEUDO: tuple[str, ...] = (
     # "Sin cambios" is about the previous study, unless the changes are a finding
     # ("sin cambios degenerativos").
@@ -417,4 +431,5 @@ RULES_ES = LanguageRules(
     uncertain_post=UNCERTAIN_POST,
     pseudo=PSEUDO,
     terminators=TERMINATORS,
+    probable=PROBABLE,
 )

@@ -233,3 +233,39 @@ def test_rule_tables_name_only_findings_of_the_finding_set(lang: str) -> None:
     for table in (rules.mentions, rules.indirect, rules.normal, rules.exclude):
         unknown = sorted(k for k in table if k != "*" and k not in FINDINGS_BY_KEY)
         assert not unknown, f"{lang} rules name unknown finding keys {unknown}"
+
+
+GRADE_CASES = [
+    ("en", "Probable right lower lobe pneumonia.", {"pneumonia": "probable"}),
+    ("en", "Right basilar opacity, likely atelectasis.",
+     {"lung_opacity": "present", "atelectasis": "probable"}),
+    ("en", "Scarring or atelectasis at the left base.",
+     {"scarring": "probable", "atelectasis": "probable"}),
+    ("en", "Left basilar atelectasis versus infiltrate.",
+     {"atelectasis": "probable", "infiltration": "probable"}),
+    ("en", "Borderline cardiomegaly.", {"cardiomegaly": "probable"}),
+    ("en", "Opacity may represent atelectasis.",
+     {"lung_opacity": "present", "atelectasis": "possible"}),
+    ("en", "Possibly a small left effusion.", {"pleural_effusion": "possible"}),
+    ("en", "Pneumonia cannot be excluded.", {"pneumonia": "possible"}),
+    # "less likely" lowers the reading it names.
+    ("en", "Atelectasis, less likely pneumonia.",
+     {"atelectasis": "present", "pneumonia": "possible"}),
+    # The strongest reading of a finding wins: probable over possible.
+    ("en", "Possible effusion. Probable small right effusion.", {"pleural_effusion": "probable"}),
+    ("es", "Probable neumonía basal derecha.", {"pneumonia": "probable"}),
+    ("es", "Aumento de densidad compatible con atelectasia.",
+     {"lung_opacity": "present", "atelectasis": "probable"}),
+    ("es", "No se descarta neumonía.", {"pneumonia": "possible"}),
+    ("es", "Posible derrame pleural izquierdo.", {"pleural_effusion": "possible"}),
+]
+
+
+@pytest.mark.parametrize(("lang", "text", "expected"), GRADE_CASES)
+def test_uncertainty_is_graded(lang: str, text: str, expected: dict[str, str]) -> None:
+    labeler = get_labeler(lang)
+    assert labeler.grade(text) == expected
+    collapsed = {k: "uncertain" if v in ("probable", "possible") else v
+                 for k, v in expected.items()}
+    assert labeler.label(text) == collapsed
+
