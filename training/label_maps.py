@@ -24,7 +24,8 @@ CheXpert); volume loss counts as atelectasis; sternotomy wires, clips, sutures, 
 pacemakers and surgical fusion all count as support devices; degenerative and arthritic changes
 of the spine count as spondylosis; calcification of the aorta counts as aortic atheromatosis
 (the project's convention, as PadChest labels it), not as calcification; hydropneumothorax is
-both a pneumothorax and an effusion.
+both a pneumothorax and an effusion (hemothorax an effusion); a round opacity of the lung is a
+nodule.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ MESH_HEAD_TO_KEY: dict[str, str | tuple[str, ...] | None] = {
     "Pleural Effusion": "pleural_effusion",
     "Pneumothorax": "pneumothorax",
     "Hydropneumothorax": ("pneumothorax", "pleural_effusion"),
-    "Hemopneumothorax": "pneumothorax",
+    "Hemopneumothorax": ("pneumothorax", "pleural_effusion"),
+    "Hemothorax": "pleural_effusion",
     "Pulmonary Edema": "edema",
     "Pulmonary Congestion": "edema",
     "Nodule": "nodule",
@@ -101,6 +103,7 @@ MESH_HEAD_TO_KEY: dict[str, str | tuple[str, ...] | None] = {
     "Pulmonary Fibrosis": "fibrosis",
     "Fibrosis": "fibrosis",
     "Hernia, Hiatal": "hernia",
+    "Hernia, Diaphragmatic": "hernia",
     "Fractures, Bone": "fracture",
     "Calcified Granuloma": "granuloma",
     "Granuloma": "granuloma",
@@ -152,8 +155,9 @@ MESH_HEAD_TO_KEY: dict[str, str | tuple[str, ...] | None] = {
     "Sulcus": None,
 }
 
-#: (head, qualifier) -> key; a qualifier is any ``/``-separated part after the head.
-MESH_QUALIFIED_TO_KEY: tuple[tuple[str, str, str], ...] = (
+#: (head, qualifier) -> key; a qualifier is any ``/``-separated part after the head, or a tuple
+#: of qualifiers that must all be there.
+MESH_QUALIFIED_TO_KEY: tuple[tuple[str, str | tuple[str, ...], str], ...] = (
     ("Lung", "hypoinflation", "hypoinflation"),
     ("Lung", "hyperdistention", "hyperinflation"),
     ("Lung", "interstitial", "interstitial_pattern"),
@@ -188,6 +192,12 @@ MESH_QUALIFIED_TO_KEY: tuple[tuple[str, str, str], ...] = (
     ("Mediastinum", "prominent", "enlarged_cardiomediastinum"),
     ("Mediastinum", "enlarged", "enlarged_cardiomediastinum"),
     ("Mediastinum", "widened", "enlarged_cardiomediastinum"),
+    # A round opacity of the lung is a nodule (Fleischner glossary: "a rounded or irregular
+    # opacity ... up to 3 cm"): IU's indexers file "nodular opacity/density" this way.
+    ("Opacity", ("lung", "round"), "nodule"),
+    ("Opacity", ("lung", "round"), "lung_opacity"),
+    ("Density", ("lung", "round"), "nodule"),
+    ("Density", ("lung", "round"), "lung_opacity"),
 )
 
 #: Signs of a finding, (head, qualifier) -> key: the key holds unless the report denies it
@@ -346,23 +356,40 @@ def padchest_to_key(label: str) -> str | None:
     return PADCHEST_TO_KEY.get(label.strip().lower())
 
 
+def _fold_head(head: str) -> str:
+    # The annotations spell a few heads with another case or two spaces ("Thoracic vertebrae",
+    # "Subcutaneous  Emphysema").
+    return " ".join(head.split()).lower()
+
+
+_MESH_HEADS: dict[str, str | tuple[str, ...] | None] = {
+    _fold_head(k): v for k, v in MESH_HEAD_TO_KEY.items()}
+
+
+def _split_term(term: str) -> tuple[str, set[str]]:
+    """The folded head of one MeSH term and its lower-case qualifiers."""
+    parts = [p.strip() for p in term.split("/")]
+    return _fold_head(parts[0]), {p.lower() for p in parts[1:] if p}
+
+
 def mesh_to_keys(term: str, denied: Iterable[str] = ()) -> set[str]:
     """The finding keys of one IU X-Ray MeSH term such as ``"Opacity/lung/base/left/mild"``.
 
     Qualified rules are tried first, then signs (:data:`MESH_SIGN_TO_KEY`, dropped for the keys
-    in ``denied``: those the report says are absent), then the head alone. An unmapped term
-    gives an empty set.
+    in ``denied``: those the report says are absent), then the head alone. Heads are matched
+    without regard to case or repeated spaces. An unmapped term gives an empty set.
     """
-    parts = [p.strip() for p in term.split("/")]
-    head, qualifiers = parts[0], {p.lower() for p in parts[1:] if p}
-    keys = {key for h, q, key in MESH_QUALIFIED_TO_KEY if h == head and q in qualifiers}
+    head, qualifiers = _split_term(term)
+    keys = {key for h, q, key in MESH_QUALIFIED_TO_KEY
+            if _fold_head(h) == head
+            and (q in qualifiers if isinstance(q, str) else qualifiers.issuperset(q))}
     if keys:
         return keys
-    signs = {key for h, q, key in MESH_SIGN_TO_KEY if h == head and q in qualifiers}
+    signs = {key for h, q, key in MESH_SIGN_TO_KEY if _fold_head(h) == head and q in qualifiers}
     if signs:
         return signs - set(denied)
-    value = MESH_HEAD_TO_KEY.get(head)
-    if value is None and head not in MESH_HEAD_TO_KEY:
+    value = _MESH_HEADS.get(head)
+    if value is None and head not in _MESH_HEADS:
         logger.debug("IU MeSH head %r has no mapping", head)
     if value is None:
         return set()
@@ -373,7 +400,6 @@ def mesh_sign_keys(terms: Iterable[str]) -> set[str]:
     """The keys that ``terms`` give only through signs: those that need the report's reading."""
     out: set[str] = set()
     for term in terms:
-        parts = [p.strip() for p in term.split("/")]
-        qualifiers = {p.lower() for p in parts[1:] if p}
-        out |= {key for h, q, key in MESH_SIGN_TO_KEY if h == parts[0] and q in qualifiers}
+        head, qualifiers = _split_term(term)
+        out |= {key for h, q, key in MESH_SIGN_TO_KEY if _fold_head(h) == head and q in qualifiers}
     return out

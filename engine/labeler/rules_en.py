@@ -17,7 +17,12 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:enlarged|widened|widening of the|prominent|enlargement of the) "
         r"(?:superior |upper )?(?:cardio)?mediastin\w*",
         r"(?:cardio)?mediastin\w* (?:silhouette |contours? |width )?"
+        r"(?:and (?:the )?(?:[\w-]+ )?(?:structures|contours?|hila) )?"
         rf"(?:is |are |appears? |remains? )?{_W}{{0,2}}(?:widen\w*|enlarg\w*|prominen\w*)",
+        # The paratracheal stripe is the right edge of the mediastinum.
+        r"paratracheal (?:[\w-]+ ){0,2}(?:prominence|widening|fullness|enlargement)",
+        r"(?:prominence|widening|fullness) (?:of|adjacent to) (?:the )?(?:right |left )?"
+        r"paratracheal",
         r"mediastinal (?:widening|enlargement|prominence)",
         r"prominence of (?:the )?(?:superior )?(?:cardio)?mediastin\w*",
     ),
@@ -401,6 +406,7 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"worrisome for",
     r"worrisome",
     r"raises? (?:the )?(?:possibility|question) of",
+    r"possibility of",
     r"(?:could|may|might) (?:also )?(?:be|represent) (?:due to|related to|secondary to)",
     r"favou?r(?:ed|s)?",
     r"suspected",
@@ -431,6 +437,7 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"r/o",
     r"evaluate for",
     r"assess for",
+    r"(?:evaluation|assessment) for",
     r"to exclude",
     r"not definitely",
     r"may",
@@ -472,7 +479,8 @@ TERMINATORS: tuple[str, ...] = (
     r"while",
     r"yet",
     r"there (?:is|are)",
-    r"with (?:a |an )?(?:small|mild|moderate|large|minimal|new|persistent)",
+    r"with (?:a |an )?(?:(?:bilateral|left|right|left-sided|right-sided) )?"
+    r"(?:small|mild|moderate|large|minimal|new|persistent)",
     r";",
     r":",
 )

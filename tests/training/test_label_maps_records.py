@@ -54,6 +54,17 @@ def test_mesh_review_of_issue_12() -> None:
     assert mesh_to_keys("Spinal Fusion/cervical vertebrae") == {"support_devices"}
     assert mesh_to_keys("Sutures/lung/upper lobe/left") == {"support_devices"}
     assert mesh_to_keys("Markings/bronchovascular/mild") == {"hypoinflation"}
+    # A round opacity of the lung is a nodule; one over a rib is not.
+    assert mesh_to_keys("Opacity/lung/upper lobe/right/round") == {"nodule", "lung_opacity"}
+    assert mesh_to_keys("Density/lung/base/left/round/small") == {"nodule", "lung_opacity"}
+    assert mesh_to_keys("Density/ribs/right/anterior/round") == {"lung_opacity"}
+    assert mesh_to_keys("Opacity/lung/base/left") == {"lung_opacity"}
+    assert mesh_to_keys("Hemothorax/left/small") == {"pleural_effusion"}
+    assert mesh_to_keys("Hemopneumothorax/right") == {"pneumothorax", "pleural_effusion"}
+    assert mesh_to_keys("Hernia, Diaphragmatic/small") == {"hernia"}
+    # Heads as the annotations sometimes spell them.
+    assert mesh_to_keys("Thoracic vertebrae/degenerative/mild") == {"spondylosis"}
+    assert mesh_to_keys("Pulmonary  atelectasis/base") == {"atelectasis"}
 
 
 def test_iu_blunted_angle_denied_by_the_report(tmp_path: Path) -> None:

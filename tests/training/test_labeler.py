@@ -46,6 +46,19 @@ EN_CASES = [
 #: Readings fixed while tuning on the IU reports outside the held-out part, in sentences of our
 #: own (the IU reports may not be copied).
 EN_TUNED_CASES = [
+    # The mediastinum named with its neighbours; the paratracheal stripe is its right edge.
+    ("The mediastinum and parahilar structures are also slightly prominent.",
+     {"enlarged_cardiomediastinum": "present"}),
+    ("Stable right paratracheal prominence.", {"enlarged_cardiomediastinum": "present"}),
+    ("Mild prominence of the right paratracheal soft tissues.",
+     {"enlarged_cardiomediastinum": "present"}),
+    # An examination for a finding is not the finding.
+    ("Evaluation for pneumothorax is limited by the exclusion of the apices.",
+     {"pneumothorax": "uncertain"}),
+    ("Possibility of a left rib fracture.", {"fracture": "uncertain"}),
+    # "with" and a sized finding starts a new one, sides included.
+    ("No cardiomegaly with bilateral small pleural effusions.",
+     {"cardiomegaly": "absent", "pleural_effusion": "present"}),
     # A negation reaches through "to suggest"; a plain "suggesting" still hedges.
     ("No focal airspace opacity to suggest pneumonia.",
      {"lung_opacity": "absent", "pneumonia": "absent", "no_finding": "present"}),
