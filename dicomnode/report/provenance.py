@@ -271,8 +271,36 @@ def _reason_es(reason: str) -> str:
     return reason  # a reason this node does not know yet: shown as the engine wrote it
 
 
+_GATE_DISTANCE = re.compile(r"^feature distance (\d+(?:\.\d+)?) \(at most (\d+(?:\.\d+)?)\)$")
+
+
+def _decimal_es(number: str) -> str:
+    return number.replace(".", ",")
+
+
+def image_gate_text(report: StudyReport) -> str | None:
+    """The engine's image check (``extra["image_gate"]``) as a Spanish sentence: how far the
+    image's features lie from the training images', beside the distance above which the engine
+    refuses a study, so that a reader sees a draft written near that edge. ``None`` when the
+    engine records no check."""
+    verdict = report.extra.get("image_gate", "").strip()
+    if not verdict:
+        return None
+    distance = _GATE_DISTANCE.match(verdict)
+    if distance is not None:
+        value, limit = (_decimal_es(g) for g in distance.groups())
+        return (
+            f"Control de la imagen: distancia {value} a las radiografías de entrenamiento del "
+            f"algoritmo (rechaza las imágenes por encima de {limit})."
+        )
+    if verdict.startswith("off"):
+        return "Control de la imagen: no aplicado por este motor."
+    return f"Control de la imagen: {verdict}."  # a verdict this node does not know yet
+
+
 def analysed_images_text(report: StudyReport, sources: Sequence[Dataset]) -> str:
-    """A Spanish sentence naming each image the model read, its view, frame and why."""
+    """A Spanish sentence naming each image the model read, its view, frame and why, then the
+    engine's check of the image (:func:`image_gate_text`) when it records one."""
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     parts = []
     for image in analysed_images(report, sources):
@@ -288,4 +316,6 @@ def analysed_images_text(report: StudyReport, sources: Sequence[Dataset]) -> str
             text += f"; elegida por: {_reason_es(image.reason)}"
         parts.append(text)
     noun = "Imagen analizada" if len(parts) == 1 else "Imágenes analizadas"
-    return f"{noun} por el algoritmo: " + "; ".join(parts) + "."
+    text = f"{noun} por el algoritmo: " + "; ".join(parts) + "."
+    gate = image_gate_text(report)
+    return text if gate is None else f"{text} {gate}"

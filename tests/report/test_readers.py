@@ -608,3 +608,28 @@ def test_finding_names_read_as_a_spanish_radiologist_writes() -> None:
         assert name[0].isupper() and not name.endswith("."), name
         for calque in ("de soporte", "hemidiafragmática", "Hipoinsuflación", "cardiomediastínico"):
             assert calque not in name, name
+
+
+def test_reports_carry_the_engine_image_check(rg1_sources: list[Dataset]) -> None:
+    """The image gate's distance, beside the engine's refusal limit, in Spanish decimals."""
+
+    def texts(extra: dict[str, str]) -> list[str]:
+        report = dataclasses.replace(make_report(rg1_sources), extra=extra)
+        narrative, measurement = build_report_objects(report, rg1_sources)[:2]
+        found = [
+            str(i.TextValue)
+            for ds in (narrative, measurement)
+            for i in _walk(ds)
+            if str(i.get("TextValue", "")).startswith("Imagen analizada")
+        ]
+        assert len(found) == 2 and found[0] == found[1]
+        return found
+
+    text = texts({"image_gate": "feature distance 24.91 (at most 25.77)"})[0]
+    assert text.endswith(
+        "Control de la imagen: distancia 24,91 a las radiografías de entrenamiento del "
+        "algoritmo (rechaza las imágenes por encima de 25,77)."
+    )
+    off = texts({"image_gate": "off: the engine artifact has no image statistics"})[0]
+    assert off.endswith("Control de la imagen: no aplicado por este motor.")
+    assert "Control de la imagen" not in texts({})[0]
