@@ -4,6 +4,7 @@ and, given an engine, one reporting worker in a thread (``dicomnode serve`` out 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomnode.config import Config, write_effective_config
+from dicomnode.config import Config, ListenerTlsConfig, write_effective_config
 from dicomnode.contexts import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from dicomnode.db import (
     check_schema,
@@ -28,8 +29,10 @@ from dicomnode.exceptions import DicomNodeError
 from dicomnode.guard import (
     ConnectionGuard,
     ConnectionLimits,
+    GuardedConnection,
     GuardedSocket,
     install_log_filter,
+    wrap_tls,
 )
 from dicomnode.handlers import (
     handle_association_request,
@@ -79,20 +82,36 @@ def connection_limits(config: Config) -> ConnectionLimits:
 
 
 class GuardedAssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with :mod:`dicomnode.guard` on every accepted socket."""
+    """pynetdicom's threaded server with :mod:`dicomnode.guard` on every accepted socket.
+
+    TLS comes from ``tls_context``, not pynetdicom's ``ssl_context`` (whose handshake would
+    run in the acceptor thread, where one silent peer stalls every other connection).
+    """
 
     guard: ConnectionGuard
+    tls_context: ssl.SSLContext | None = None
 
     def get_request(self) -> tuple[Any, tuple[str, int]]:
         sock, address = super().get_request()
-        return GuardedSocket(sock, str(address[0]), self.guard), address
+        peer = str(address[0])
+        if self.tls_context is not None:
+            return wrap_tls(sock, self.tls_context, peer, self.guard), address
+        return GuardedSocket(sock, peer, self.guard), address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        return isinstance(request, GuardedSocket) and self.guard.admit(request)
+        return isinstance(request, GuardedConnection) and self.guard.admit(request)
 
     def shutdown(self) -> None:
         self.guard.stop()
         super().shutdown()
+
+
+def _tls_summary(tls: ListenerTlsConfig) -> str:
+    if not tls.enabled:
+        return ""
+    if tls.require_client_cert:
+        return " (TLS, client certificate required)"
+    return " (TLS, client certificate verified if offered)" if tls.ca_file else " (TLS)"
 
 
 # A study's one-off stability check runs this long after its window, so the database's
@@ -189,6 +208,8 @@ class ReceivingNode:
                 "Stop the other process using it or set node.port to a free port."
             ) from exc
         server.guard = ConnectionGuard(connection_limits(self.config))
+        if node.tls.enabled:
+            server.tls_context = node.tls.create_context()
         server.guard.start()
         install_log_filter()
         # As AE.start_server(block=False) does, with the guarded server class.
@@ -212,10 +233,11 @@ class ReceivingNode:
             )
             self._worker_thread.start()
         logger.info(
-            "node %s listening on %s:%d, data in %s",
+            "node %s listening on %s:%d%s, data in %s",
             node.ae_title,
             node.bind_address,
             self.port,
+            _tls_summary(node.tls),
             self.data_dir,
         )
 
