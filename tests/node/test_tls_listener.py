@@ -83,7 +83,7 @@ def tls_echo(port: int, context: ssl.SSLContext | None) -> bool:
     """A pynetdicom C-ECHO, over TLS with ``context`` (plain TCP with ``None``)."""
     ae = AE(ae_title="TLSSCU")
     ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 10
+    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = ae.connection_timeout = 10
     tls_args = (context, "localhost") if context is not None else None
     assoc = ae.associate("127.0.0.1", port, ae_title="CXRNODE", tls_args=tls_args)
     if not assoc.is_established:
@@ -171,7 +171,7 @@ def test_pynetdicom_client_echo_and_store_over_tls(
     ds = renamed_copy(dicom_dir / "rg1_chest_cr_uncompressed.dcm")
     ae = AE(ae_title="TLSSCU")
     ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 30
+    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = ae.connection_timeout = 30
     assoc = ae.associate(
         "127.0.0.1", node.port, ae_title="CXRNODE", tls_args=(client_context(pki), "127.0.0.1")
     )
@@ -265,6 +265,7 @@ def test_allowlist_and_association_limits_apply_over_tls(
     node = tls_node(node={"max_associations_per_peer": 1}, data_dir=tmp_path / "second")
     ae = AE(ae_title="HOLDER")
     ae.add_requested_context(Verification)
+    ae.connection_timeout = ae.acse_timeout = 10
     held = ae.associate(
         "127.0.0.1", node.port, ae_title="CXRNODE", tls_args=(client_context(pki), "localhost")
     )
