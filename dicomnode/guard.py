@@ -331,7 +331,10 @@ class GuardedTlsSocket(GuardedConnection, ssl.SSLSocket):
 def wrap_tls(
     sock: socket.socket, context: ssl.SSLContext, address: str, guard: ConnectionGuard
 ) -> GuardedTlsSocket:
-    """Wrap an accepted socket for TLS without handshaking (no I/O in the acceptor thread)."""
+    """Wrap an accepted socket for TLS without handshaking (no I/O in the acceptor thread).
+
+    Makes ``context`` (the listener's own) build :class:`GuardedTlsSocket` sockets.
+    """
     context.sslsocket_class = GuardedTlsSocket
     tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
     if not isinstance(tls, GuardedTlsSocket):  # pragma: no cover - the class is set above

@@ -215,6 +215,25 @@ def test_pdus_sharing_one_tls_record_are_all_read(
         peer.close()
 
 
+def test_guard_reads_the_decrypted_stream(
+    tls_node: Callable[..., ReceivingNode], pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The PDU limits apply to what is inside TLS: an A-ASSOCIATE-RQ declaring 64 MiB is refused
+    # as soon as its (decrypted) header arrives.
+    node = tls_node()
+    peer = fuzz.RawPeer("127.0.0.1", node.port, timeout=5.0)
+    peer.sock = client_context(pki).wrap_socket(peer.sock, server_hostname="localhost")
+    try:
+        with caplog.at_level(logging.WARNING, logger="dicomnode.guard"):
+            peer.send(struct.pack(">BBL", 0x01, 0, 64 << 20) + b"\x00" * 64)
+            assert peer.read_pdu() is None, "the listener answered instead of closing"
+    finally:
+        peer.close()
+    assert any("size limit of an association PDU" in m for m in _refusals(caplog))
+    _wait_counts(node, (0, 0))
+    assert tls_echo(node.port, client_context(pki))
+
+
 # Refusals ------------------------------------------------------------------------------------
 def test_plain_client_on_tls_port_is_refused_and_node_keeps_serving(
     tls_node: Callable[..., ReceivingNode], pki: Pki, caplog: pytest.LogCaptureFixture
