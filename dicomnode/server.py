@@ -106,6 +106,21 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         super().shutdown()
 
 
+def _listener_tls_context(tls: ListenerTlsConfig) -> ssl.SSLContext | None:
+    """The listener's TLS context, loaded again at start (the files may have changed since
+    the configuration was checked)."""
+    if not tls.enabled:
+        return None
+    try:
+        return tls.create_context()
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise DicomNodeError(
+            f"cannot load the listener's TLS files (node.tls cert_file {tls.cert_file}, "
+            f"key_file {tls.key_file}, ca_file {tls.ca_file}): {exc}. "
+            "Fix or replace them, or set node.tls.enabled = false."
+        ) from exc
+
+
 def _tls_summary(tls: ListenerTlsConfig) -> str:
     if not tls.enabled:
         return ""
@@ -135,9 +150,7 @@ class ReceivingNode:
         self.spool = Spool(self.data_dir / "spool")
         self.db_engine = create_db_engine(config.node.effective_database_url)
         self.sessions = create_session_factory(self.db_engine)
-        self.worker = (
-            None if engine is None else ReportingWorker(config, self.sessions, engine)
-        )
+        self.worker = None if engine is None else ReportingWorker(config, self.sessions, engine)
         self.scheduler = create_scheduler(
             config, self.sessions, self.spool, self.data_dir, on_queued=self._studies_queued
         )
@@ -174,6 +187,7 @@ class ReceivingNode:
             raise
 
     def _start_locked(self) -> None:
+        tls_context = _listener_tls_context(self.config.node.tls)
         self.spool.check_writable()
         migrate_database(self.config.node.effective_database_url)
         check_schema(self.db_engine)
@@ -208,8 +222,7 @@ class ReceivingNode:
                 "Stop the other process using it or set node.port to a free port."
             ) from exc
         server.guard = ConnectionGuard(connection_limits(self.config))
-        if node.tls.enabled:
-            server.tls_context = node.tls.create_context()
+        server.tls_context = tls_context
         server.guard.start()
         install_log_filter()
         # As AE.start_server(block=False) does, with the guarded server class.
@@ -243,9 +256,7 @@ class ReceivingNode:
 
     def _instance_recorded(self, study_uid: str) -> None:
         window = timedelta(seconds=self.config.stability.window_seconds)
-        schedule_stability_check(
-            self.scheduler, study_uid, utcnow() + window + _STABILITY_SLACK
-        )
+        schedule_stability_check(self.scheduler, study_uid, utcnow() + window + _STABILITY_SLACK)
 
     def _studies_queued(self) -> None:
         if self.worker is not None:

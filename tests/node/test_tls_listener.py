@@ -23,12 +23,12 @@ from sqlalchemy import select
 
 from dicomnode.config import ListenerTlsConfig, load_config
 from dicomnode.db import Instance, session_scope
-from dicomnode.exceptions import ConfigError
+from dicomnode.exceptions import ConfigError, DicomNodeError
 from dicomnode.server import ReceivingNode
 from tests.support.dcmtk import dcmtk_tool
 from tests.support.pki import Authority, Credential, create_authority
 
-from .conftest import renamed_copy
+from .conftest import node_config, renamed_copy
 from .test_hostile_peers import _closed_by_peer, fuzz
 
 needs_dcmtk = pytest.mark.skipif(
@@ -386,3 +386,22 @@ def test_encrypted_key_is_refused_without_a_prompt(tmp_path: Path, pki: Pki) -> 
         _load(
             tmp_path, f"enabled = true, cert_file = '{pki.server.cert}', key_file = '{encrypted}'"
         )
+
+
+def test_tls_files_spoiled_after_the_check_stop_start_up(tmp_path: Path, pki: Pki) -> None:
+    cert = tmp_path / "node.pem"
+    cert.write_bytes(pki.server.cert.read_bytes())
+    tls = {"enabled": True, "cert_file": str(cert), "key_file": str(pki.server.key)}
+    config = node_config(tmp_path / "data", node={"tls": tls})
+    cert.write_text("not a certificate\n")
+    node = ReceivingNode(config)
+    with pytest.raises(DicomNodeError, match=r"node\.tls .*Fix or replace them"):
+        node.start()
+    # Nothing half-started: the data directory is free for the next attempt.
+    cert.write_bytes(pki.server.cert.read_bytes())
+    node = ReceivingNode(config)
+    node.start()
+    try:
+        assert tls_echo(node.port, client_context(pki))
+    finally:
+        node.stop()
