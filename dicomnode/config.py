@@ -86,6 +86,11 @@ class ListenerTlsConfig(_Section):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"{name} {path} does not exist or is not a file")
+        files = [p for p in (self.cert_file, self.key_file, self.ca_file) if p is not None]
+        if not all(os.access(p, os.R_OK) for p in files):
+            # e.g. `dicomnode status` run by an administrator who may not read the service's
+            # key: the node loads the files when it starts, and says what is wrong there.
+            return self
         try:
             self.create_context()
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
