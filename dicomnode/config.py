@@ -15,6 +15,7 @@ import ipaddress
 import json
 import logging
 import os
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dicomnode.ae_title import validate_ae_title
 from dicomnode.exceptions import ConfigError
+from dicomnode.tls import create_tls_context
 from dicomnode.uids import DEFAULT_UID_ROOT, validate_uid_root
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,67 @@ def _check_ae_title(value: str) -> str:
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenerTlsConfig(_Section):
+    """TLS on the listener (DICOM PS3.15 Annex B secure transport; PEM files).
+
+    ``cert_file``/``key_file``: the node's certificate (chain) and private key. ``ca_file``:
+    the CA that issued the senders' certificates; with ``require_client_cert`` a sender must
+    present one it signed, without it a certificate is verified only when one is offered.
+    When enabled the port speaks only TLS (1.2 or later): run a second node for plain senders.
+    """
+
+    enabled: bool = False
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None
+    require_client_cert: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> ListenerTlsConfig:
+        if not self.enabled:
+            return self
+        for name in ("cert_file", "key_file"):
+            if getattr(self, name) is None:
+                raise ValueError(
+                    f"{name} is required when tls is enabled: set node.tls.cert_file and "
+                    "node.tls.key_file to the node's certificate and private key (PEM), "
+                    "or set node.tls.enabled = false"
+                )
+        if self.require_client_cert and self.ca_file is None:
+            raise ValueError(
+                "require_client_cert needs ca_file: set node.tls.ca_file to the CA (PEM) that "
+                "issued the senders' certificates, or set node.tls.require_client_cert = false"
+            )
+        for name in ("cert_file", "key_file", "ca_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name} {path} does not exist or is not a file")
+        files = [p for p in (self.cert_file, self.key_file, self.ca_file) if p is not None]
+        if not all(os.access(p, os.R_OK) for p in files):
+            # e.g. `dicomnode status` run by an administrator who may not read the service's
+            # key: the node loads the files when it starts, and says what is wrong there.
+            return self
+        try:
+            self.create_context()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ValueError(
+                f"cannot load cert_file {self.cert_file}, key_file {self.key_file}"
+                f"{f' or ca_file {self.ca_file}' if self.ca_file else ''}: {exc}. "
+                "They must be PEM files, the key the certificate's own and unencrypted"
+            ) from None
+        return self
+
+    def create_context(self) -> ssl.SSLContext:
+        """The listener's server-side context (see :func:`dicomnode.tls.create_tls_context`)."""
+        return create_tls_context(
+            server_side=True,
+            ca_file=self.ca_file,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            require_peer_cert=self.require_client_cert,
+        )
 
 
 class NodeConfig(_Section):
@@ -74,6 +137,7 @@ class NodeConfig(_Section):
     max_dataset_mb: int = Field(default=512, ge=1)
     min_free_disk_mb: int = Field(default=1024, ge=0)
     min_free_inodes: int = Field(default=10000, ge=0)
+    tls: ListenerTlsConfig = ListenerTlsConfig()
 
     _ae = field_validator("ae_title")(_check_ae_title)
 

@@ -18,8 +18,15 @@ listener guards each accepted socket itself, through two ordinary ``socketserver
   data set above ``node.max_dataset_mb`` is refused as soon as its header says so, before the
   bytes are buffered.
 
+With TLS (``node.tls``) the accepted socket is wrapped without a handshake: the handshake
+runs on the first read, in the association's own thread, so a peer that connects and never
+finishes it is one more pending connection the watchdog drops, never a stall of the acceptor
+(which is where pynetdicom's own ``ssl_context`` would run it). The PDU checks see the
+decrypted stream.
+
 Written against pynetdicom 3.0.4: it relies only on the server reading through
-``socket.recv`` and selecting on ``fileno()``; the association's socket is found as
+``socket.recv`` and selecting on ``fileno()`` (for TLS, also on ``AssociationSocket.ready``
+asking an :class:`ssl.SSLSocket` for ``pending()`` bytes); the association's socket is found as
 ``event.assoc.dul.socket.socket`` (the object ``get_request`` returned).
 """
 
@@ -29,6 +36,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -91,14 +99,16 @@ class PduLimitError(Exception):
         self.detail = detail
 
 
-class GuardedSocket:
-    """An accepted socket whose reads are checked as a PDU stream (see module docstring).
+class GuardedConnection:
+    """The guard's side of an accepted connection: reads are checked as a PDU stream (see
+    module docstring). Subclasses supply the transport: :class:`GuardedSocket` (plain TCP)
+    and :class:`GuardedTlsSocket` (TLS, handshake in the association's thread)."""
 
-    Everything but ``recv``/``shutdown``/``close`` is the wrapped socket's own.
-    """
+    address: str
+    guard: ConnectionGuard
+    state: str
 
-    def __init__(self, sock: socket.socket, address: str, guard: ConnectionGuard) -> None:
-        self._sock = sock
+    def _attach(self, address: str, guard: ConnectionGuard) -> None:
         self.address = address
         self.guard = guard
         self.state = _PENDING
@@ -112,18 +122,25 @@ class GuardedSocket:
         self._item_last = False
         self._dataset_bytes = 0
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
+    # The transport ------------------------------------------------------------------------
+    def _read(self, bufsize: int, flags: int) -> bytes:
+        raise NotImplementedError
 
-    def fileno(self) -> int:
-        return self._sock.fileno()
+    def _send_raw(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _shutdown_raw(self, how: int) -> None:
+        raise NotImplementedError
+
+    def _close_raw(self) -> None:
+        raise NotImplementedError
 
     # Reads -----------------------------------------------------------------------------
-    def recv(self, bufsize: int, *flags: int) -> bytes:
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
         if self._killed:
             return b""
         try:
-            data = self._sock.recv(bufsize, *flags)
+            data = self._read(buflen, flags)
         except (OSError, ValueError) as exc:
             if not self._killed:
                 # One line, not pynetdicom's traceback: resets are routine on a network.
@@ -214,8 +231,8 @@ class GuardedSocket:
 
     # Ends ------------------------------------------------------------------------------
     def _send_quietly(self, data: bytes) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.sendall(data)
+        with contextlib.suppress(OSError, ValueError):
+            self._send_raw(data)
 
     def _end(self) -> None:
         if self.state != _CLOSED:
@@ -223,21 +240,135 @@ class GuardedSocket:
             self.guard.release(self)
 
     def kill(self) -> None:
-        """Drop the connection now; a read blocked in another thread returns at once."""
+        """Drop the connection now; a read (or a TLS handshake) blocked in another thread
+        returns at once."""
         self._killed = True
         with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
+            self._shutdown_raw(socket.SHUT_RDWR)
         self._end()
 
     def shutdown(self, how: int) -> None:
         try:
-            self._sock.shutdown(how)
+            self._shutdown_raw(how)
         finally:
             self._end()
 
     def close(self) -> None:
-        self._sock.close()
+        self._close_raw()
         self._end()
+
+
+class GuardedSocket(GuardedConnection):
+    """A plain TCP connection; everything but the reads and ends is the wrapped socket's own."""
+
+    def __init__(self, sock: socket.socket, address: str, guard: ConnectionGuard) -> None:
+        self._sock = sock
+        self._attach(address, guard)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def _read(self, bufsize: int, flags: int) -> bytes:
+        return self._sock.recv(bufsize, flags)
+
+    def _send_raw(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    def _shutdown_raw(self, how: int) -> None:
+        self._sock.shutdown(how)
+
+    def _close_raw(self) -> None:
+        self._sock.close()
+
+
+class GuardedTlsSocket(GuardedConnection, ssl.SSLSocket):
+    """A TLS connection whose handshake runs on the first read, in the association's thread.
+
+    It *is* an :class:`ssl.SSLSocket` (made by a context whose ``sslsocket_class`` is this
+    class, see :func:`wrap_tls`), so pynetdicom's ``AssociationSocket.ready`` sees the bytes
+    OpenSSL has already decrypted and buffered (``pending()``), which ``select`` on the
+    descriptor cannot: a TLS record holding the end of one PDU and the start of the next
+    would otherwise leave the next PDU unread until more bytes arrive.
+    """
+
+    _handshake_done = False
+
+    def _read(self, bufsize: int, flags: int) -> bytes:
+        if not self._handshake_done:
+            try:
+                self.do_handshake()
+            except (OSError, ValueError) as exc:
+                # A plain client on the TLS port, an untrusted or missing client certificate.
+                if not self._killed:
+                    self.guard.refusals.warning(self.address, *_handshake_failure(exc))
+                self.kill()
+                return b""
+            self._handshake_done = True
+            logger.info(
+                "TLS connection from %s: %s, %s, client certificate %s",
+                self.address,
+                self.version(),
+                (self.cipher() or ("?",))[0],
+                _subject(self.getpeercert()),
+            )
+        return ssl.SSLSocket.recv(self, bufsize, flags)
+
+    def _send_raw(self, data: bytes) -> None:
+        ssl.SSLSocket.sendall(self, data)
+
+    def _shutdown_raw(self, how: int) -> None:
+        # The TCP shutdown only: SSLSocket.shutdown would drop the SSL object under a
+        # handshake or read running in the association's thread.
+        socket.socket.shutdown(self, how)
+
+    def _close_raw(self) -> None:
+        ssl.SSLSocket.close(self)
+
+
+def wrap_tls(
+    sock: socket.socket, context: ssl.SSLContext, address: str, guard: ConnectionGuard
+) -> GuardedTlsSocket:
+    """Wrap an accepted socket for TLS without handshaking (no I/O in the acceptor thread).
+
+    Makes ``context`` (the listener's own) build :class:`GuardedTlsSocket` sockets.
+    """
+    context.sslsocket_class = GuardedTlsSocket
+    tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    if not isinstance(tls, GuardedTlsSocket):  # pragma: no cover - the class is set above
+        raise TypeError("the listener's TLS context must make GuardedTlsSocket sockets")
+    tls._attach(address, guard)
+    return tls
+
+
+# OpenSSL's reason for a failed handshake, and what it usually means on a DICOM port.
+_HANDSHAKE_HINTS = {
+    "WRONG_VERSION_NUMBER": "the peer does not speak TLS (a plain DICOM sender on the TLS port?)",
+    "HTTP_REQUEST": "the peer does not speak TLS (an HTTP request)",
+    "UNSUPPORTED_PROTOCOL": "the peer offers only TLS older than 1.2",
+    "NO_SHARED_CIPHER": "no cipher suite in common with the peer",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no client certificate (node.tls.require_client_cert)",
+    "CERTIFICATE_VERIFY_FAILED": "client certificate not trusted by node.tls.ca_file",
+    "TLSV1_ALERT_UNKNOWN_CA": "the peer does not trust the node's certificate",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the peer rejected the node's certificate",
+}
+
+
+def _handshake_failure(exc: BaseException) -> tuple[str, str]:
+    """(reason, detail) for the refusal log: one line per peer and kind of failure."""
+    code = getattr(exc, "reason", None)
+    hint = _HANDSHAKE_HINTS.get(code or "", "")
+    reason = f"TLS handshake failed ({code})" if code else "TLS handshake failed"
+    return reason, f"{hint}; {exc}" if hint else str(exc)
+
+
+def _subject(cert: Any) -> str:
+    """The subject of a peer certificate as ``CN=..,O=..``, or ``none``."""
+    if not cert:
+        return "none"
+    return ",".join(f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn)
 
 
 class ConnectionGuard:
@@ -248,8 +379,8 @@ class ConnectionGuard:
         self.refusals = refusals or RefusalLog()
         self._networks = [ipaddress.ip_network(n, strict=False) for n in limits.allowed_networks]
         self._lock = threading.Lock()
-        self._pending: dict[GuardedSocket, float] = {}
-        self._associated: set[GuardedSocket] = set()
+        self._pending: dict[GuardedConnection, float] = {}
+        self._associated: set[GuardedConnection] = set()
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
 
@@ -262,7 +393,7 @@ class ConnectionGuard:
             return False
         return any(ip in net for net in self._networks)
 
-    def admit(self, sock: GuardedSocket) -> bool:
+    def admit(self, sock: GuardedConnection) -> bool:
         """At TCP accept: network allowlist and pending caps."""
         address = sock.address
         if not self.address_allowed(address):
@@ -286,7 +417,7 @@ class ConnectionGuard:
         self.refusals.warning(address, reason)
         return False
 
-    def associate(self, sock: GuardedSocket, calling_ae: str) -> str | None:
+    def associate(self, sock: GuardedConnection, calling_ae: str) -> str | None:
         """A complete A-ASSOCIATE-RQ: take an association slot, or say why there is none."""
         limits = self.limits
         with self._lock:
@@ -312,7 +443,7 @@ class ConnectionGuard:
         self.refusals.warning(sock.address, reason, f"calling AE {calling_ae!r}")
         return reason
 
-    def release(self, sock: GuardedSocket) -> None:
+    def release(self, sock: GuardedConnection) -> None:
         with self._lock:
             self._pending.pop(sock, None)
             self._associated.discard(sock)

@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from dicomnode.config import Config
-from dicomnode.guard import GuardedSocket, RefusalLog
+from dicomnode.guard import GuardedConnection, RefusalLog
 from dicomnode.intake import (
     OUT_OF_RESOURCES_DISK,
     OUT_OF_RESOURCES_SPOOL,
@@ -58,7 +58,7 @@ def handle_association_request(event: Any, config: Config) -> None:
     calling = str(primitive.calling_ae_title).strip()
     address = str(assoc.requestor.address)
     sock = getattr(assoc.dul.socket, "socket", None)
-    guard = sock.guard if isinstance(sock, GuardedSocket) else None
+    guard = sock.guard if isinstance(sock, GuardedConnection) else None
     refusals = guard.refusals if guard is not None else _refusals
     if security.allowed_calling_ae_titles and calling not in security.allowed_calling_ae_titles:
         refusals.warning(address, f"calling AE {calling!r} not allowed")
@@ -70,7 +70,7 @@ def handle_association_request(event: Any, config: Config) -> None:
         return
     if (
         guard is not None
-        and isinstance(sock, GuardedSocket)
+        and isinstance(sock, GuardedConnection)
         and guard.associate(sock, calling) is not None
     ):
         _reject(assoc, 0x02, 0x03, 0x02)

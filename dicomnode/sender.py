@@ -40,6 +40,7 @@ from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 
 from dicomnode.ae_title import validate_ae_title
 from dicomnode.exceptions import DestinationError
+from dicomnode.tls import create_tls_context
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +75,13 @@ class TLSOptions:
 
     def client_context(self) -> ssl.SSLContext:
         """A client-side context that verifies the peer (TLS 1.2 or later)."""
-        context = ssl.create_default_context(
-            ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file) if self.ca_file else None
+        return create_tls_context(
+            server_side=False,
+            ca_file=self.ca_file,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            check_hostname=self.check_hostname,
         )
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.check_hostname = self.check_hostname
-        if self.cert_file is not None and self.key_file is not None:
-            context.load_cert_chain(str(self.cert_file), str(self.key_file))
-        return context
 
 
 @dataclass(frozen=True)

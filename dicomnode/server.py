@@ -4,6 +4,7 @@ and, given an engine, one reporting worker in a thread (``dicomnode serve`` out 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomnode.config import Config, write_effective_config
+from dicomnode.config import Config, ListenerTlsConfig, write_effective_config
 from dicomnode.contexts import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from dicomnode.db import (
     check_schema,
@@ -28,8 +29,10 @@ from dicomnode.exceptions import DicomNodeError
 from dicomnode.guard import (
     ConnectionGuard,
     ConnectionLimits,
+    GuardedConnection,
     GuardedSocket,
     install_log_filter,
+    wrap_tls,
 )
 from dicomnode.handlers import (
     handle_association_request,
@@ -79,20 +82,51 @@ def connection_limits(config: Config) -> ConnectionLimits:
 
 
 class GuardedAssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with :mod:`dicomnode.guard` on every accepted socket."""
+    """pynetdicom's threaded server with :mod:`dicomnode.guard` on every accepted socket.
+
+    TLS comes from ``tls_context``, not pynetdicom's ``ssl_context`` (whose handshake would
+    run in the acceptor thread, where one silent peer stalls every other connection).
+    """
 
     guard: ConnectionGuard
+    tls_context: ssl.SSLContext | None = None
 
     def get_request(self) -> tuple[Any, tuple[str, int]]:
         sock, address = super().get_request()
-        return GuardedSocket(sock, str(address[0]), self.guard), address
+        peer = str(address[0])
+        if self.tls_context is not None:
+            return wrap_tls(sock, self.tls_context, peer, self.guard), address
+        return GuardedSocket(sock, peer, self.guard), address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        return isinstance(request, GuardedSocket) and self.guard.admit(request)
+        return isinstance(request, GuardedConnection) and self.guard.admit(request)
 
     def shutdown(self) -> None:
         self.guard.stop()
         super().shutdown()
+
+
+def _listener_tls_context(tls: ListenerTlsConfig) -> ssl.SSLContext | None:
+    """The listener's TLS context, loaded again at start (the files may have changed since
+    the configuration was checked)."""
+    if not tls.enabled:
+        return None
+    try:
+        return tls.create_context()
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise DicomNodeError(
+            f"cannot load the listener's TLS files (node.tls cert_file {tls.cert_file}, "
+            f"key_file {tls.key_file}, ca_file {tls.ca_file}): {exc}. "
+            "Fix or replace them, or set node.tls.enabled = false."
+        ) from exc
+
+
+def _tls_summary(tls: ListenerTlsConfig) -> str:
+    if not tls.enabled:
+        return ""
+    if tls.require_client_cert:
+        return " (TLS, client certificate required)"
+    return " (TLS, client certificate verified if offered)" if tls.ca_file else " (TLS)"
 
 
 # A study's one-off stability check runs this long after its window, so the database's
@@ -116,9 +150,7 @@ class ReceivingNode:
         self.spool = Spool(self.data_dir / "spool")
         self.db_engine = create_db_engine(config.node.effective_database_url)
         self.sessions = create_session_factory(self.db_engine)
-        self.worker = (
-            None if engine is None else ReportingWorker(config, self.sessions, engine)
-        )
+        self.worker = None if engine is None else ReportingWorker(config, self.sessions, engine)
         self.scheduler = create_scheduler(
             config, self.sessions, self.spool, self.data_dir, on_queued=self._studies_queued
         )
@@ -155,6 +187,7 @@ class ReceivingNode:
             raise
 
     def _start_locked(self) -> None:
+        tls_context = _listener_tls_context(self.config.node.tls)
         self.spool.check_writable()
         migrate_database(self.config.node.effective_database_url)
         check_schema(self.db_engine)
@@ -189,6 +222,7 @@ class ReceivingNode:
                 "Stop the other process using it or set node.port to a free port."
             ) from exc
         server.guard = ConnectionGuard(connection_limits(self.config))
+        server.tls_context = tls_context
         server.guard.start()
         install_log_filter()
         # As AE.start_server(block=False) does, with the guarded server class.
@@ -212,18 +246,17 @@ class ReceivingNode:
             )
             self._worker_thread.start()
         logger.info(
-            "node %s listening on %s:%d, data in %s",
+            "node %s listening on %s:%d%s, data in %s",
             node.ae_title,
             node.bind_address,
             self.port,
+            _tls_summary(node.tls),
             self.data_dir,
         )
 
     def _instance_recorded(self, study_uid: str) -> None:
         window = timedelta(seconds=self.config.stability.window_seconds)
-        schedule_stability_check(
-            self.scheduler, study_uid, utcnow() + window + _STABILITY_SLACK
-        )
+        schedule_stability_check(self.scheduler, study_uid, utcnow() + window + _STABILITY_SLACK)
 
     def _studies_queued(self) -> None:
         if self.worker is not None:
