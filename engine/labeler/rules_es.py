@@ -45,6 +45,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"densidad(?:es)?",
         r"patron alveolar",
         r"ocupacion (?:del )?espacio aereo",
+        r"ocupacion alveolar",
         r"vidrio deslustrado",
     ),
     "lung_lesion": (
@@ -57,7 +58,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"congestion (?:vascular|pulmonar|venosa)\w*",
         r"redistribucion vascular",
         r"insuficiencia cardiaca",
-        r"lineas (?:b )?de kerley",
+        r"hipertension venosa(?: pulmonar| capilar)?",
     ),
     "consolidation": (r"consolidaci\w+", r"condensaci\w+", r"consolidativ\w*"),
     "pneumonia": (
@@ -105,6 +106,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"tubos?",
         r"cateter(?:es)?",
         r"vias? centra\w+",
+        r"vias? venosas? (?:centra\w+|yugular\w*|subclavi\w*|femoral\w*)",
         r"drenajes? (?:toracico|pleural)\w*",
         r"cerclajes?",
         r"esternotomia",
@@ -129,7 +131,11 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "infiltration": (r"infiltrad\w*",),
     "mass": (r"masas?",),
-    "nodule": (r"nodul\w*", r"imagen(?:es)? nodular(?:es)?"),
+    "nodule": (
+        r"nodul\w*",
+        r"imagen(?:es)? nodular(?:es)?",
+        r"imagen(?:es)? (?:de aspecto )?pseudonodular(?:es)?",
+    ),
     "emphysema": (r"enfisema\w*", r"bullas?", r"bulloso\w*"),
     "fibrosis": (r"fibrosis", r"cambios fibroticos"),
     "pleural_thickening": (
@@ -152,6 +158,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:escasa|baja|pobre|insuficiente|deficiente) inspiracion",
         r"hipoventilaci\w+",
         r"pobre (?:esfuerzo )?inspiratorio",
+        r"inspiracion (?:\w+ )?(?:insuficiente|deficiente|escasa|pobre|suboptima|limitada)",
     ),
     "granuloma": (r"granulom\w*",),
     "calcification": (r"calcificaci\w+", r"calcificad\w*"),
@@ -182,6 +189,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "elevated_hemidiaphragm": (
         r"elevaci\w+ (?:del? )?(?:\w+ )?(?:hemi)?diafragm\w*",
         r"(?:hemi)?diafragma (?:\w+ )?(?:elevado|ascendido)",
+        r"ascenso (?:del? )?(?:\w+ )?(?:hemi)?diafragm\w*",
         r"eventraci\w+",
     ),
     "scarring": (
@@ -199,6 +207,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"aumento de (?:la )?trama (?:intersticial|broncovascular)",
         r"trama (?:intersticial|broncovascular) (?:\w+ )?aumentada",
         r"engrosamiento intersticial",
+        r"infiltrados? intersticial(?:es)?",
     ),
     "tuberculosis": (r"tubercul\w*", r"tbc", r"tb"),
 }
@@ -207,6 +216,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
 # names the finding, so "Pinzamiento de ambos SCF, probablemente por mínimo derrame." hedges the
 # effusion (as the English rules read "blunting").
 INDIRECT: dict[str, tuple[str, ...]] = {
+    # Septal lines are a sign: "Líneas B de Kerley, sugestivas de edema" hedges the edema.
+    "edema": (r"lineas (?:b )?de kerley",),
     "pleural_effusion": (
         rf"(?:pinzamiento|borramiento) (?:del? )?(?:los |ambos )?{_SCF_NOUN}",
         rf"{_SCF} (?:\w+ )?(?:pinzados?|borrados?)",
@@ -255,6 +266,20 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     ),
     "lung_opacity": (r"densidad osea", r"densidad(?:es)? calcica\w*"),
     "support_devices": (r"sin dispositivos", r"tubos? digestivo"),
+    # Degenerative changes of the shoulders and other joints are not of the spine.
+    "spondylosis": (
+        r"(?:cambios )?degenerativ\w+ (?:en |de |del )(?:los |las |ambos |ambas |el |la )?"
+        r"(?:(?!columna |dorsal |raquis |vertebra)[\w-]+ ){0,2}(?:hombros?|articulaci\w+|"
+        r"acromioclavicular\w*|glenohumeral\w*|esternoclavicular\w*|rodillas?|caderas?|humer\w*|"
+        r"clavicul\w*)",
+    ),
+    # A nodular image the report explains as something else (nipple, granuloma, callus) is that.
+    "nodule": (
+        r"(?:imagen|opacidad|densidad)(?:es)? (?:pseudo)?nodular\w* (?:[\w-]+,? ){0,8}"
+        r"(?:corresponde\w*|en relacion con|compatibles? con|por|debid\w+ a|secundari\w+ a) "
+        r"(?:a |al |con )?(?:un |una |el |la |los |las )?(?:[\w-]+ ){0,2}"
+        r"(?:pezon\w*|mamil\w*|granulom\w*|fractur\w*|callos?)",
+    ),
 }
 
 NEGATION_PRE: tuple[str, ...] = (
@@ -313,6 +338,8 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"a valorar",
     r"versus",
     r"vs\.?",
+    # "frente a" as "versus", not as the comparison "frente a la radiografía previa".
+    r"frente a(?! (?:la|las|el|los|estudio|control|radiografia|rx|placa|previ\w*)\b)",
     r"indeterminad\w+",
     r"en probable relacion con",
     # "Compatible con" is how a Spanish radiologist hedges a diagnosis the image cannot prove.
@@ -329,10 +356,13 @@ UNCERTAIN_POST: tuple[str, ...] = (
     r"a descartar" + _CLAUSE_END,
     r"\?",
     r"(?:es |son )?probable\w*" + _CLAUSE_END,
-    r"a valorar",
+    r"a valorar" + _CLAUSE_END,
     r"dudos\w+",
     r"versus",
     r"vs\.?",
+    r"frente a(?! (?:la|las|el|los|estudio|control|radiografia|rx|placa|previ\w*)\b)",
+    # "Cardiomegalia límite": a borderline degree (not "en el límite alto de la normalidad").
+    r"limite(?! (?:alto|superior|bajo|inferior|de)\b)",
 )
 
 #: Uncertainty triggers that hedge only the reading of something seen, as in English
@@ -347,6 +377,8 @@ PROBABLE: tuple[str, ...] = (
     r"impresiona(?: de| como)?",
     r"versus",
     r"vs\.?",
+    r"frente a(?! (?:la|las|el|los|estudio|control|radiografia|rx|placa|previ\w*)\b)",
+    r"limite(?! (?:alto|superior|bajo|inferior|de)\b)",
 )
 
 PSEUDO: tuple[str, ...] = (
@@ -370,6 +402,9 @@ TERMINATORS: tuple[str, ...] = (
     r"excepto",
     r"si bien",
     r"mientras que",
+    # "Resolución del neumotórax tras la colocación de un drenaje": the drain is there.
+    r"tras",
+    r"despues de",
     r",\s*(?:con|y|se observa|se observan|se aprecia|se aprecian|existe|existen|hay)",
     r";",
     r":",
