@@ -187,6 +187,9 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"flatten\w* (?:of (?:the|both) )?(?:posterior |anterior )?(?:hemi-?)?diaphragm\w*",
         r"(?:hemi-?)?diaphragms? (?:is |are )?flattened",
         r"(?:increased|large|high) lung volumes?",
+        # A barrel chest: the signs of hyperinflation on the lateral view.
+        r"(?:increased|enlarged|widened) (?:ap|anteroposterior|retrosternal) (?:chest )?"
+        r"(?:diameter|air ?space|clear space|lucency)",
     ),
     "hypoinflation": (
         r"low lung volumes?",

@@ -23,6 +23,13 @@ _NORMAL_RANGE = (
     r"en (?:el )?limite (?:alto |superior )?de (?:la )?normalidad)"
 )
 
+#: How a report explains a shadow as something else: "que corresponde a", "probablemente".
+_EXPLAINED = (
+    r"(?:corresponde\w*|en relacion con|compatibles? con|por|debid\w+ a|secundari\w+ a|"
+    r"probablemente|probable|posiblemente|sugestiv\w+ de) "
+    r"(?:a |al |con )?(?:un |una |el |la |los |las )?"
+)
+
 MENTIONS: dict[str, tuple[str, ...]] = {
     "enlarged_cardiomediastinum": (
         r"ensanchamiento (?:del )?mediastin\w*",
@@ -38,6 +45,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         rf"(?:silueta cardiaca|{_ICT}|tamano cardiaco) {_W}{{0,2}}"
         r"(?:aumentad[oa]|agrandad[oa]|aumentado)",
         r"crecimiento de cavidades",
+        rf"{_ICT} (?:>|mayor (?:de|que)|superior a) 0[,.]5\d*",
     ),
     "lung_opacity": (
         r"opacidad(?:es)?",
@@ -162,8 +170,12 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "granuloma": (r"granulom\w*",),
     "calcification": (r"calcificaci\w+", r"calcificad\w*"),
-    "scoliosis": (r"escolio\w*", r"curvatura (?:\w+ )?de (?:la )?columna"),
-    "kyphosis": (r"cifosis", r"cifotic\w*", r"hipercifosis"),
+    "scoliosis": (
+        r"escolio\w*",
+        r"cifoescolio\w*",
+        r"curvatura (?:\w+ )?de (?:la )?columna",
+    ),
+    "kyphosis": (r"cifosis", r"cifotic\w*", r"hipercifosis", r"cifoescolio\w*"),
     "spondylosis": (
         r"espondilo\w*",
         r"cambios degenerativos",
@@ -229,6 +241,7 @@ NORMAL: dict[str, tuple[str, ...]] = {
         rf"(?:silueta cardiaca|tamano cardiaco|{_ICT}|corazon) {_W}{{0,2}}"
         r"(?:normal|dentro de (?:los )?limites normales|conservad[oa]|sin alteraciones)",
         rf"(?:silueta cardiaca|tamano cardiaco|{_ICT}) de (?:tamano )?normal",
+        rf"{_ICT} (?:<|menor (?:de|que)|inferior a) 0[,.]5\d*",
         rf"(?:silueta cardiaca|tamano cardiaco|{_ICT}|corazon) {_W}{{0,2}}{_NORMAL_RANGE}",
     ),
     "enlarged_cardiomediastinum": (
@@ -245,10 +258,12 @@ NORMAL: dict[str, tuple[str, ...]] = {
         r"(?:adecuada|buena|correcta|normal) (?:insuflacion|inspiracion|expansion)"
         r"(?: pulmonar)?",
         r"volumenes pulmonares (?:normales|conservados)",
+        r"normo-?(?:insuflad|expandid|aireado)\w*",
     ),
     "hyperinflation": (
         r"(?:adecuada|buena|correcta|normal) (?:insuflacion|expansion)(?: pulmonar)?",
         r"volumenes pulmonares (?:normales|conservados)",
+        r"normo-?(?:insuflad|expandid|aireado)\w*",
     ),
 }
 
@@ -276,9 +291,10 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     # A nodular image the report explains as something else (nipple, granuloma, callus) is that.
     "nodule": (
         r"(?:imagen|opacidad|densidad)(?:es)? (?:pseudo)?nodular\w* (?:[\w-]+,? ){0,8}"
-        r"(?:corresponde\w*|en relacion con|compatibles? con|por|debid\w+ a|secundari\w+ a) "
-        r"(?:a |al |con )?(?:un |una |el |la |los |las )?(?:[\w-]+ ){0,2}"
-        r"(?:pezon\w*|mamil\w*|granulom\w*|fractur\w*|callos?)",
+        rf"{_EXPLAINED}(?:[\w-]+ ){{0,2}}(?:pezon\w*|mamil\w*|granulom\w*|fractur\w*|callos?)",
+        # A "nodule" read as a nipple is no nodule (one read as a granuloma still is).
+        rf"(?:imagen(?:es)? de )?nodul\w* (?:[\w-]+,? ){{0,8}}{_EXPLAINED}(?:[\w-]+ ){{0,2}}"
+        r"(?:pezon\w*|mamil\w*)",
     ),
 }
 

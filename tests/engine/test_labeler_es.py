@@ -209,6 +209,11 @@ def test_constructions(sentence: str, expected: dict[str, str]) -> None:
         ("Imagen nodular en ambas bases en relación con pezones.", {"nodule": None}),
         ("Cambios degenerativos en ambas articulaciones acromioclaviculares.",
          {"spondylosis": None}),
+        ("Imagen de nódulo en base derecha, probablemente mamilar.", {"nodule": None}),
+        ("Nódulo en LSD, probable granuloma.", {"nodule": "present", "granuloma": "uncertain"}),
+        ("Cifoescoliosis dorsal.", {"scoliosis": "present", "kyphosis": "present"}),
+        ("Pulmones normoinsuflados.", {"hypoinflation": "absent"}),
+        ("ICT > 0,5.", {"cardiomegaly": "present"}),
     ],
 )
 def test_constructions_from_the_third_set(sentence: str, expected: dict[str, str | None]) -> None:

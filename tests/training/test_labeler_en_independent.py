@@ -81,6 +81,7 @@ def test_score_on_independent_sentences() -> None:
         ("Degenerative changes of the thoracic spine and both shoulders.",
          {"spondylosis": "present"}),
         ("Degenerative changes of the acromioclavicular joints.", {"spondylosis": None}),
+        ("Increased AP diameter and retrosternal airspace.", {"hyperinflation": "present"}),
     ],
 )
 def test_constructions(sentence: str, expected: dict[str, str | None]) -> None:
