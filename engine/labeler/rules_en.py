@@ -436,6 +436,9 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"could (?:represent|be|reflect|indicate)",
     r"questionable",
     r"question of",
+    r"(?:a |some )?suggestion of",
+    # "atelectasis is favored over pneumonia": both readings hedged (as in UNCERTAIN_POST).
+    r"(?:is|are) (?:favou?red|preferred)",
     r"suspicious for",
     r"worrisome for",
     r"worrisome",
@@ -480,7 +483,10 @@ UNCERTAIN_PRE: tuple[str, ...] = (
 
 UNCERTAIN_POST: tuple[str, ...] = (
     r"(?:should|must|needs? to|to) be (?:excluded|ruled out)",
-    r"(?:cannot|can not|can't) be (?:excluded|ruled out|entirely excluded)",
+    r"(?:cannot|can not|can't) be (?:entirely |completely |definitely |fully )?"
+    r"(?:excluded|ruled out)",
+    r"(?:may|might|could) (?:also |still )?be (?:present|seen|noted)",
+    r"(?:is|are) (?:favou?red|preferred)",
     r"(?:is|are) not (?:entirely |completely )?(?:excluded|ruled out)",
     r"(?:is|are) (?:also )?(?:possible|suspected|questioned|likely|not excluded|considered)",
     r"(?:is|are) (?:felt to be |thought to be )?(?:less|more|much less) likely",
@@ -532,6 +538,7 @@ ALTERNATIVES: tuple[str, ...] = (r"or", r"and/or")
 #: pneumonia", "no findings suspicious for malignancy".
 EVIDENTIAL: tuple[str, ...] = (
     r"to (?:suggest|indicate)",
+    r"(?:a |some )?suggestion of",
     r"suggestive of",
     r"concerning for",
     r"concern for",
@@ -553,6 +560,7 @@ PROBABLE: tuple[str, ...] = (
     r"presumably",
     r"presumed",
     r"favou?r(?:ed|s)?",
+    r"(?:is|are) (?:favou?red|preferred)",
     r"borderline",
     r"(?:at the )?(?:top|upper limits? of|high) normal (?:to|or)",
     r"versus",

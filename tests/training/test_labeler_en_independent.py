@@ -82,6 +82,14 @@ def test_score_on_independent_sentences() -> None:
          {"spondylosis": "present"}),
         ("Degenerative changes of the acromioclavicular joints.", {"spondylosis": None}),
         ("Increased AP diameter and retrosternal airspace.", {"hyperinflation": "present"}),
+        # Hedges after the finding, and "suggestion of" (through which a negation reaches).
+        ("A small pleural effusion may be present.", {"pleural_effusion": "uncertain"}),
+        ("There is a suggestion of a small left effusion.", {"pleural_effusion": "uncertain"}),
+        ("No suggestion of pneumonia.", {"pneumonia": "absent"}),
+        ("Atelectasis is favored over pneumonia.",
+         {"atelectasis": "uncertain", "pneumonia": "uncertain"}),
+        ("No definite pneumothorax, although a small apical pneumothorax cannot be completely "
+         "excluded.", {"pneumothorax": "uncertain"}),
     ],
 )
 def test_constructions(sentence: str, expected: dict[str, str | None]) -> None:
