@@ -280,6 +280,11 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
         r"calcificaci\w+ pleural\w*",
     ),
     "lung_opacity": (r"densidad osea", r"densidad(?:es)? calcica\w*"),
+    # A fracture "en fase de consolidación" is healing bone, not lung.
+    "consolidation": (
+        r"(?:en )?(?:fase|proceso|vias?) de consolidaci\w+",
+        r"consolidaci\w+ (?:osea|de (?:la |las |los )?(?:fractur\w+|callos?))",
+    ),
     "support_devices": (r"sin dispositivos", r"tubos? digestivo"),
     # Degenerative changes of the shoulders and other joints are not of the spine.
     "spondylosis": (
@@ -308,6 +313,7 @@ NEGATION_PRE: tuple[str, ...] = (
     r"se descarta",
     r"descartad\w+",
     r"desaparici\w+(?: del?)?",
+    r"(?:ha|han) desaparecido(?: el| la| los| las)?",
     r"resoluci\w+(?: del?)?",
     r"retirada(?: del?)?",
     # "Se retira el tubo", "se ha retirado la sonda": the device is no longer there.
@@ -361,6 +367,16 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     # "Compatible con" is how a Spanish radiologist hedges a diagnosis the image cannot prove.
     r"(?:hallazgos? |imagen(?:es)? |signos )?compatibles? con",
     r"no (?:claramente|claro)",
+)
+
+#: Uncertainty triggers through which an earlier negation reaches: "Sin imágenes sugestivas de
+#: neumonía", "No se observan hallazgos compatibles con neumotórax".
+EVIDENTIAL: tuple[str, ...] = (
+    r"(?:hallazgos? |imagen(?:es)? |signos )?(?:sugerente|sugestiv[oa])s? de",
+    r"sugestiv\w+ de",
+    r"sugerente\w* de",
+    r"sospechos\w+ de",
+    r"(?:hallazgos? |imagen(?:es)? |signos )?compatibles? con",
 )
 
 #: A backward-looking hedge ends its clause: in "aumento de densidad, a descartar neumonía" or
@@ -482,5 +498,6 @@ RULES_ES = LanguageRules(
     uncertain_post=UNCERTAIN_POST,
     pseudo=PSEUDO,
     terminators=TERMINATORS,
+    evidential=EVIDENTIAL,
     probable=PROBABLE,
 )

@@ -214,6 +214,13 @@ def test_constructions(sentence: str, expected: dict[str, str]) -> None:
         ("Cifoescoliosis dorsal.", {"scoliosis": "present", "kyphosis": "present"}),
         ("Pulmones normoinsuflados.", {"hypoinflation": "absent"}),
         ("ICT > 0,5.", {"cardiomegaly": "present"}),
+        # A negation reaches through "sugestivo de" and "compatible con".
+        ("Sin imágenes sugestivas de neumonía.", {"pneumonia": "absent"}),
+        ("No se observan hallazgos compatibles con neumotórax.", {"pneumothorax": "absent"}),
+        ("Opacidad sugestiva de neumonía.", {"pneumonia": "uncertain"}),
+        ("Ha desaparecido el derrame pleural.", {"pleural_effusion": "absent"}),
+        ("Fracturas costales en fase de consolidación.",
+         {"fracture": "present", "consolidation": None}),
     ],
 )
 def test_constructions_from_the_third_set(sentence: str, expected: dict[str, str | None]) -> None:
