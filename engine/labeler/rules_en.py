@@ -115,6 +115,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:picc|central venous|central|port-?a-?cath|swan-?ganz|ij|jugular|subclavian|dialysis|"
         r"venous|midline) (?:line|catheter)s?",
         r"catheters?",
+        r"cordis",
+        r"introducer(?: sheath)?",
         r"pacemakers?",
         r"pacers?",
         r"aicd",
@@ -163,7 +165,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "mass": (r"mass(?:es)?",),
     "nodule": (r"nodules?",),
     "emphysema": (r"emphysem\w*", r"bullae", r"bullous", r"bulla"),
-    "fibrosis": (r"fibros\w*", r"fibrotic (?:changes?|lung disease)"),
+    "fibrosis": (r"fibros\w*", r"fibrotic (?:changes?|lung disease)", r"honeycomb\w*"),
     "pleural_thickening": (
         r"pleural thickening",
         r"thickening of the (?:\w+ )?pleura",
@@ -369,6 +371,10 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
         r"nodular (?:densit\w*|opacit\w*) (?:[\w-]+,? ){0,8}(?:consistent with|compatible with|"
         r"represents?|reflects?|from|due to|secondary to|probably|likely|most likely) (?:an? )?"
         r"(?:[\w-]+ ){0,3}(?:granulom\w*|nipple\w*|fractur\w*)",
+        # A nodule read as a nipple is no nodule (one read as a granuloma still is).
+        r"nodules? (?:[\w-]+,? ){0,8}(?:consistent with|compatible with|represents?|reflects?|"
+        r"probably|likely|most likely|may represent|could represent|due to|from) (?:an? |the )?"
+        r"(?:[\w-]+ ){0,2}nipples?",
     ),
     "hernia": (r"(?:inguinal|umbilical|ventral) hernias?",),
     "pneumonia": (

@@ -90,6 +90,12 @@ def test_score_on_independent_sentences() -> None:
          {"atelectasis": "uncertain", "pneumonia": "uncertain"}),
         ("No definite pneumothorax, although a small apical pneumothorax cannot be completely "
          "excluded.", {"pneumothorax": "uncertain"}),
+        # A nodule read as a nipple is no nodule; one read as a granuloma still is.
+        ("Nodule at the right base, likely a nipple shadow.", {"nodule": None}),
+        ("Right lower lobe nodule, likely a granuloma.",
+         {"nodule": "present", "granuloma": "uncertain"}),
+        ("Right IJ Cordis in place.", {"support_devices": "present"}),
+        ("Honeycombing at the lung bases.", {"fibrosis": "present"}),
     ],
 )
 def test_constructions(sentence: str, expected: dict[str, str | None]) -> None:
