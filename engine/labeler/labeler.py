@@ -105,11 +105,13 @@ class FindingsLabeler:
         self.rules = rules
         assert rules.compiled is not None  # built in LanguageRules.__post_init__
         self._c: CompiledRules = rules.compiled
-        # What may stand between two findings offered as alternatives: the joining word, and up
-        # to three words that qualify the second finding ("atelectasis or focal scarring").
+        # What may stand between two findings offered as alternatives: the joining word (or a
+        # slash: "collapse/consolidation"), and up to three words that qualify the second
+        # finding ("atelectasis or focal scarring").
         alt = self._c.alternatives
         self._alt_link: re.Pattern[str] | None = (
-            re.compile(rf"[\s,]*(?:{alt.pattern})\s+(?:[\w-]+\s+){{0,3}}") if alt else None
+            re.compile(rf"[\s,]*(?:(?:{alt.pattern})\s+|/\s*)(?:[\w-]+\s+){{0,3}}")
+            if alt else None
         )
         self._list_link = re.compile(r"\s*,\s*(?:[\w-]+\s+){0,3}")
 

@@ -38,6 +38,12 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"borderline enlarged (?:heart|cardiac silhouette|cardiac contour)",
         r"(?:heart|heart size|cardiac silhouette|cardiac size|cardiac contour) "
         r"(?:is |are |appears? |remains? )?(?:[\w-]+ ){0,2}borderline",
+        # "top normal to mildly enlarged": a borderline degree, uncertain by its own trigger.
+        r"(?:heart|heart size|cardiac silhouette|cardiac size|cardiac contour) "
+        r"(?:is |are |appears? |remains? )?(?:at the )?(?:top|upper limits? of|high) normal "
+        r"(?:to|or) (?:[\w-]+ )?(?:enlarged|large)",
+        r"(?:cardiothoracic ratio|ctr) (?:is |are |appears? |remains? )?(?:[\w-]+ ){0,2}"
+        r"(?:increased|enlarged|raised|elevated)",
     ),
     "lung_opacity": (
         r"opacit(?:y|ies)",
@@ -45,6 +51,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"air ?space (?:disease|opacit(?:y|ies)|process)",
         r"densit(?:y|ies)",
         r"haziness",
+        r"(?:air ?space |alveolar |patchy )?shadowing",
         r"hazy",
     ),
     "lung_lesion": (
@@ -61,7 +68,6 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:pulmonary )?vascula(?:rity|ture) (?:is |are )?(?:[\w-]+ )?"
         r"(?:prominent|engorged|congested)",
         r"chf",
-        r"kerley b? ?lines",
         # Signs of venous congestion, counted as edema as CheXpert does.
         r"(?:central |pulmonary |perihilar )?vascular (?:prominence|engorgement|indistinctness|"
         r"redistribution|cephalization)",
@@ -81,6 +87,10 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "atelectasis": (
         r"atelecta\w*",
         r"(?:lobar|segmental|lung|partial) collapse",
+        # "Collapse" is the British and Australian word for atelectasis; a collapsed vertebra
+        # is excluded below.
+        r"collapse",
+        r"collapsed (?:[\w-]+ ){0,2}(?:lobe|lung|segment)",
     ),
     "pneumothorax": (r"pneumothora(?:x|ces)", r"hydropneumothorax"),
     "pleural_effusion": (
@@ -105,6 +115,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:picc|central venous|central|port-?a-?cath|swan-?ganz|ij|jugular|subclavian|dialysis|"
         r"venous|midline) (?:line|catheter)s?",
         r"catheters?",
+        r"cordis",
+        r"introducer(?: sheath)?",
         r"pacemakers?",
         r"pacers?",
         r"aicd",
@@ -113,7 +125,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:cardiac |ecg |ekg )?monitor(?:ing)? (?:leads?|wires?|electrodes?)",
         r"electrodes?",
         # A de-identified device whose tip is described ("right chest XXXX tip in the SVC").
-        r"tip (?:is |remains |again )?(?:visualized |seen |noted )?(?:projecting|projects|"
+        r"tip (?:is |remains |again )?(?:visuali[sz]ed |seen |noted )?(?:projecting|projects|"
         r"overlying|overlies|terminating|terminates|in|at|within|near|over)",
         r"prosthe\w*",
         r"arthroplast\w*",
@@ -153,7 +165,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "mass": (r"mass(?:es)?",),
     "nodule": (r"nodules?",),
     "emphysema": (r"emphysem\w*", r"bullae", r"bullous", r"bulla"),
-    "fibrosis": (r"fibros\w*", r"fibrotic (?:changes?|lung disease)"),
+    "fibrosis": (r"fibros\w*", r"fibrotic (?:changes?|lung disease)", r"honeycomb\w*"),
     "pleural_thickening": (
         r"pleural thickening",
         r"thickening of the (?:\w+ )?pleura",
@@ -177,6 +189,9 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"flatten\w* (?:of (?:the|both) )?(?:posterior |anterior )?(?:hemi-?)?diaphragm\w*",
         r"(?:hemi-?)?diaphragms? (?:is |are )?flattened",
         r"(?:increased|large|high) lung volumes?",
+        # A barrel chest: the signs of hyperinflation on the lateral view.
+        r"(?:increased|enlarged|widened) (?:ap|anteroposterior|retrosternal) (?:chest )?"
+        r"(?:diameter|air ?space|clear space|lucency)",
     ),
     "hypoinflation": (
         r"low lung volumes?",
@@ -239,7 +254,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "bronchiectasis": (r"bronchiecta\w*",),
     "interstitial_pattern": (
         r"interstitial (?:markings?|pattern|opacit\w*|opacif\w*|prominence|lung disease|disease|"
-        r"changes?|thickening)",
+        r"changes?|thickening|abnormalit(?:y|ies))",
         # "interstitial and alveolar opacities", "interstitial pulmonary opacities"
         r"interstitial (?:and alveolar |pulmonary |lung |nodular |and airspace )(?:markings?|"
         r"pattern|opacit\w*|opacif\w*)",
@@ -257,6 +272,9 @@ NORMAL: dict[str, tuple[str, ...]] = {
         r"(?:is |are |appears? |remains? )?(?:within normal limits|normal|unremarkable)",
         r"normal (?:heart|cardiac) (?:size|silhouette|contour)",
         r"normal-sized heart",
+        r"(?:cardiothoracic ratio|ctr)(?: and [\w ]{1,40}?)? "
+        r"(?:is |are |appears? |remains? )?(?:within normal limits|normal|not enlarged)",
+        r"normal (?:cardiothoracic ratio|ctr)",
     ),
     "enlarged_cardiomediastinum": (
         r"(?:cardio)?mediastinal (?:silhouette|contours?)(?: and [\w ]{1,40}?)? "
@@ -264,8 +282,18 @@ NORMAL: dict[str, tuple[str, ...]] = {
         r"normal (?:cardio)?mediastinal (?:silhouette|contours?)",
     ),
     "pleural_effusion": (r"costophrenic (?:angles?|sulci) (?:are |is )?(?:sharp|clear)",),
-    "hypoinflation": (r"(?:lungs? (?:are |is )?)?normally (?:inflated|expanded)",),
-    "hyperinflation": (r"(?:lungs? (?:are |is )?)?normally (?:inflated|expanded)",),
+    "hypoinflation": (
+        r"(?:lungs? (?:are |is )?)?normally (?:inflated|expanded)",
+        r"(?:lungs? (?:are |is |appears? |remains? )?)?well[- ](?:inflated|expanded|aerated)",
+        r"lung volumes? (?:are |is |appears? |remains? )?(?:within normal limits|normal|"
+        r"preserved|maintained)",
+        r"normal lung volumes?",
+    ),
+    "hyperinflation": (
+        r"(?:lungs? (?:are |is )?)?normally (?:inflated|expanded)",
+        r"lung volumes? (?:are |is |appears? |remains? )?(?:within normal limits|normal)",
+        r"normal lung volumes?",
+    ),
 }
 
 #: Signs that point at a finding without naming it; they count only when the report does not
@@ -282,6 +310,8 @@ INDIRECT: dict[str, tuple[str, ...]] = {
     "nodule": (r"nodular(?:ity)?", r"nodularit(?:y|ies)", r"fibronodular"),
     "mass": (r"mass-?like",),
     "atelectasis": (r"volume loss",),
+    # Septal lines are a sign: "Kerley B lines suggestive of interstitial edema" hedges edema.
+    "edema": (r"kerley b? ?lines",),
     # Crowded bronchovascular markings are what low lung volumes look like.
     "hypoinflation": (
         r"(?:bronchovascular|bronchopulmonary|vascular|bronchial) (?:[\w-]+ )?crowding",
@@ -321,7 +351,7 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     # Degenerative changes of the shoulders and other joints are not of the spine.
     "spondylosis": (
         r"degenerative (?:[\w-]+ ){0,3}(?:of|in|involving|at|within|along) (?:the )?"
-        r"(?:[\w-]+ ){0,3}"
+        r"(?:(?!spine |spinal |thoracic |lumbar |cervical |vertebra)[\w-]+ ){0,3}"
         r"(?:shoulders?|costochondral|acromioclavicular|ac|glenohumeral|sternoclavicular|joints?|"
         r"humer\w*|clavic\w*|hips?|knees?)",
         r"(?:shoulders?|acromioclavicular|ac joints?|glenohumeral|sternoclavicular) (?:joints? )?"
@@ -341,12 +371,21 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
         r"nodular (?:densit\w*|opacit\w*) (?:[\w-]+,? ){0,8}(?:consistent with|compatible with|"
         r"represents?|reflects?|from|due to|secondary to|probably|likely|most likely) (?:an? )?"
         r"(?:[\w-]+ ){0,3}(?:granulom\w*|nipple\w*|fractur\w*)",
+        # A nodule read as a nipple is no nodule (one read as a granuloma still is).
+        r"nodules? (?:[\w-]+,? ){0,8}(?:consistent with|compatible with|represents?|reflects?|"
+        r"probably|likely|most likely|may represent|could represent|due to|from) (?:an? |the )?"
+        r"(?:[\w-]+ ){0,2}nipples?",
     ),
     "hernia": (r"(?:inguinal|umbilical|ventral) hernias?",),
     "pneumonia": (
         r"(?:urinary|urinary tract) infection",
         r"(?:prior|old|previous|remote|healed) (?:[\w-]+ ){0,2}infection",
         r"granulomatous (?:infection|disease|process)",
+    ),
+    "atelectasis": (
+        r"(?:vertebra\w*|body|bodies|spine|spinal|disc|tracheal|airway|circulatory) "
+        r"(?:[\w-]+ ){0,2}collapse",
+        r"collapse (?:of )?(?:the )?(?:[\w-]+ ){0,3}(?:vertebra\w*|body|bodies|[tl]\d+)",
     ),
     "support_devices": (
         r"(?:lobar|lung|partial) collapse",
@@ -372,6 +411,7 @@ NEGATION_PRE: tuple[str, ...] = (
     r"resolution of",
     r"resolved",
     r"removal of",
+    r"re-?expansion of",
     r"never",
     r"ruled out",
     r"exclude[sd]?",
@@ -379,10 +419,10 @@ NEGATION_PRE: tuple[str, ...] = (
 )
 
 NEGATION_POST: tuple[str, ...] = (
-    r"(?:is|are|was|were) (?:not|no longer) (?:seen|identified|present|visualized|demonstrated|"
+    r"(?:is|are|was|were) (?:not|no longer) (?:seen|identified|present|visuali[sz]ed|demonstrated|"
     r"evident|appreciated|noted|detected|visible)",
-    r"not (?:seen|identified|present|visualized|demonstrated|evident|appreciated|detected)",
-    r"(?:has|have) (?:resolved|cleared|been removed)",
+    r"not (?:seen|identified|present|visuali[sz]ed|demonstrated|evident|appreciated|detected)",
+    r"(?:has|have) (?:resolved|cleared|been removed|re-?expanded)",
     r"(?:is|are) (?:absent|negative|gone)",
     # "Heart size and pulmonary vascular engorgement appear within limits of normal."
     r"appears? within (?:the )?(?:limits of normal|normal limits)",
@@ -402,6 +442,9 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"could (?:represent|be|reflect|indicate)",
     r"questionable",
     r"question of",
+    r"(?:a |some )?suggestion of",
+    # "atelectasis is favored over pneumonia": both readings hedged (as in UNCERTAIN_POST).
+    r"(?:is|are) (?:favou?red|preferred)",
     r"suspicious for",
     r"worrisome for",
     r"worrisome",
@@ -431,6 +474,7 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"presumed",
     r"equivocal",
     r"borderline",
+    r"(?:at the )?(?:top|upper limits? of|high) normal (?:to|or)",
     r"rule out",
     r"(?:please )?correlate (?:clinically )?(?:for|as to)",
     r"(?:clinical )?correlation for",
@@ -445,9 +489,13 @@ UNCERTAIN_PRE: tuple[str, ...] = (
 
 UNCERTAIN_POST: tuple[str, ...] = (
     r"(?:should|must|needs? to|to) be (?:excluded|ruled out)",
-    r"(?:cannot|can not|can't) be (?:excluded|ruled out|entirely excluded)",
+    r"(?:cannot|can not|can't) be (?:entirely |completely |definitely |fully )?"
+    r"(?:excluded|ruled out)",
+    r"(?:may|might|could) (?:also |still )?be (?:present|seen|noted)",
+    r"(?:is|are) (?:favou?red|preferred)",
     r"(?:is|are) not (?:entirely |completely )?(?:excluded|ruled out)",
     r"(?:is|are) (?:also )?(?:possible|suspected|questioned|likely|not excluded|considered)",
+    r"(?:is|are) (?:felt to be |thought to be )?(?:less|more|much less) likely",
     r"not (?:entirely |completely )?excluded",
     r"(?:is|are|would be|remains?) (?:a |also a )?(?:consideration|possibility)",
     r"(?:is|are) (?:in|included in) the differential",
@@ -455,6 +503,10 @@ UNCERTAIN_POST: tuple[str, ...] = (
     r"\?",
     r"versus",
     r"vs\.?",
+    # "widened, possibly due to rotation": the finding may be an artefact of the projection.
+    r"(?:possibly|may be|might be|could be|perhaps) (?:due to|related to|accentuated by|"
+    r"exaggerated by|from|secondary to) (?:the )?(?:[\w-]+ ){0,2}(?:rotation|positioning|"
+    r"technique|projection|lung volumes|inspiration|portable)",
 )
 
 PSEUDO: tuple[str, ...] = (
@@ -483,6 +535,7 @@ TERMINATORS: tuple[str, ...] = (
     r"(?:small|mild|moderate|large|minimal|new|persistent)",
     r";",
     r":",
+    r", and (?:the|there|this|these)",
 )
 
 ALTERNATIVES: tuple[str, ...] = (r"or", r"and/or")
@@ -491,6 +544,7 @@ ALTERNATIVES: tuple[str, ...] = (r"or", r"and/or")
 #: pneumonia", "no findings suspicious for malignancy".
 EVIDENTIAL: tuple[str, ...] = (
     r"to (?:suggest|indicate)",
+    r"(?:a |some )?suggestion of",
     r"suggestive of",
     r"concerning for",
     r"concern for",
@@ -512,7 +566,9 @@ PROBABLE: tuple[str, ...] = (
     r"presumably",
     r"presumed",
     r"favou?r(?:ed|s)?",
+    r"(?:is|are) (?:favou?red|preferred)",
     r"borderline",
+    r"(?:at the )?(?:top|upper limits? of|high) normal (?:to|or)",
     r"versus",
     r"vs\.?",
 )

@@ -23,6 +23,13 @@ _NORMAL_RANGE = (
     r"en (?:el )?limite (?:alto |superior )?de (?:la )?normalidad)"
 )
 
+#: How a report explains a shadow as something else: "que corresponde a", "probablemente".
+_EXPLAINED = (
+    r"(?:corresponde\w*|en relacion con|compatibles? con|por|debid\w+ a|secundari\w+ a|"
+    r"probablemente|probable|posiblemente|sugestiv\w+ de) "
+    r"(?:a |al |con )?(?:un |una |el |la |los |las )?"
+)
+
 MENTIONS: dict[str, tuple[str, ...]] = {
     "enlarged_cardiomediastinum": (
         r"ensanchamiento (?:del )?mediastin\w*",
@@ -38,6 +45,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         rf"(?:silueta cardiaca|{_ICT}|tamano cardiaco) {_W}{{0,2}}"
         r"(?:aumentad[oa]|agrandad[oa]|aumentado)",
         r"crecimiento de cavidades",
+        rf"{_ICT} (?:>|mayor (?:de|que)|superior a) 0[,.]5\d*",
     ),
     "lung_opacity": (
         r"opacidad(?:es)?",
@@ -45,6 +53,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"densidad(?:es)?",
         r"patron alveolar",
         r"ocupacion (?:del )?espacio aereo",
+        r"ocupacion alveolar",
         r"vidrio deslustrado",
     ),
     "lung_lesion": (
@@ -57,7 +66,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"congestion (?:vascular|pulmonar|venosa)\w*",
         r"redistribucion vascular",
         r"insuficiencia cardiaca",
-        r"lineas (?:b )?de kerley",
+        r"hipertension venosa(?: pulmonar| capilar)?",
     ),
     "consolidation": (r"consolidaci\w+", r"condensaci\w+", r"consolidativ\w*"),
     "pneumonia": (
@@ -105,6 +114,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"tubos?",
         r"cateter(?:es)?",
         r"vias? centra\w+",
+        r"vias? venosas? (?:centra\w+|yugular\w*|subclavi\w*|femoral\w*)",
         r"drenajes? (?:toracico|pleural)\w*",
         r"cerclajes?",
         r"esternotomia",
@@ -129,7 +139,11 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "infiltration": (r"infiltrad\w*",),
     "mass": (r"masas?",),
-    "nodule": (r"nodul\w*", r"imagen(?:es)? nodular(?:es)?"),
+    "nodule": (
+        r"nodul\w*",
+        r"imagen(?:es)? nodular(?:es)?",
+        r"imagen(?:es)? (?:de aspecto )?pseudonodular(?:es)?",
+    ),
     "emphysema": (r"enfisema\w*", r"bullas?", r"bulloso\w*"),
     "fibrosis": (r"fibrosis", r"cambios fibroticos"),
     "pleural_thickening": (
@@ -152,11 +166,16 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:escasa|baja|pobre|insuficiente|deficiente) inspiracion",
         r"hipoventilaci\w+",
         r"pobre (?:esfuerzo )?inspiratorio",
+        r"inspiracion (?:\w+ )?(?:insuficiente|deficiente|escasa|pobre|suboptima|limitada)",
     ),
     "granuloma": (r"granulom\w*",),
     "calcification": (r"calcificaci\w+", r"calcificad\w*"),
-    "scoliosis": (r"escolio\w*", r"curvatura (?:\w+ )?de (?:la )?columna"),
-    "kyphosis": (r"cifosis", r"cifotic\w*", r"hipercifosis"),
+    "scoliosis": (
+        r"escolio\w*",
+        r"cifoescolio\w*",
+        r"curvatura (?:\w+ )?de (?:la )?columna",
+    ),
+    "kyphosis": (r"cifosis", r"cifotic\w*", r"hipercifosis", r"cifoescolio\w*"),
     "spondylosis": (
         r"espondilo\w*",
         r"cambios degenerativos",
@@ -182,6 +201,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "elevated_hemidiaphragm": (
         r"elevaci\w+ (?:del? )?(?:\w+ )?(?:hemi)?diafragm\w*",
         r"(?:hemi)?diafragma (?:\w+ )?(?:elevado|ascendido)",
+        r"ascenso (?:del? )?(?:\w+ )?(?:hemi)?diafragm\w*",
         r"eventraci\w+",
     ),
     "scarring": (
@@ -199,6 +219,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"aumento de (?:la )?trama (?:intersticial|broncovascular)",
         r"trama (?:intersticial|broncovascular) (?:\w+ )?aumentada",
         r"engrosamiento intersticial",
+        r"infiltrados? intersticial(?:es)?",
     ),
     "tuberculosis": (r"tubercul\w*", r"tbc", r"tb"),
 }
@@ -207,6 +228,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
 # names the finding, so "Pinzamiento de ambos SCF, probablemente por mínimo derrame." hedges the
 # effusion (as the English rules read "blunting").
 INDIRECT: dict[str, tuple[str, ...]] = {
+    # Septal lines are a sign: "Líneas B de Kerley, sugestivas de edema" hedges the edema.
+    "edema": (r"lineas (?:b )?de kerley",),
     "pleural_effusion": (
         rf"(?:pinzamiento|borramiento) (?:del? )?(?:los |ambos )?{_SCF_NOUN}",
         rf"{_SCF} (?:\w+ )?(?:pinzados?|borrados?)",
@@ -218,6 +241,7 @@ NORMAL: dict[str, tuple[str, ...]] = {
         rf"(?:silueta cardiaca|tamano cardiaco|{_ICT}|corazon) {_W}{{0,2}}"
         r"(?:normal|dentro de (?:los )?limites normales|conservad[oa]|sin alteraciones)",
         rf"(?:silueta cardiaca|tamano cardiaco|{_ICT}) de (?:tamano )?normal",
+        rf"{_ICT} (?:<|menor (?:de|que)|inferior a) 0[,.]5\d*",
         rf"(?:silueta cardiaca|tamano cardiaco|{_ICT}|corazon) {_W}{{0,2}}{_NORMAL_RANGE}",
     ),
     "enlarged_cardiomediastinum": (
@@ -234,10 +258,12 @@ NORMAL: dict[str, tuple[str, ...]] = {
         r"(?:adecuada|buena|correcta|normal) (?:insuflacion|inspiracion|expansion)"
         r"(?: pulmonar)?",
         r"volumenes pulmonares (?:normales|conservados)",
+        r"normo-?(?:insuflad|expandid|aireado)\w*",
     ),
     "hyperinflation": (
         r"(?:adecuada|buena|correcta|normal) (?:insuflacion|expansion)(?: pulmonar)?",
         r"volumenes pulmonares (?:normales|conservados)",
+        r"normo-?(?:insuflad|expandid|aireado)\w*",
     ),
 }
 
@@ -254,7 +280,27 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
         r"calcificaci\w+ pleural\w*",
     ),
     "lung_opacity": (r"densidad osea", r"densidad(?:es)? calcica\w*"),
+    # A fracture "en fase de consolidación" is healing bone, not lung.
+    "consolidation": (
+        r"(?:en )?(?:fase|proceso|vias?) de consolidaci\w+",
+        r"consolidaci\w+ (?:osea|de (?:la |las |los )?(?:fractur\w+|callos?))",
+    ),
     "support_devices": (r"sin dispositivos", r"tubos? digestivo"),
+    # Degenerative changes of the shoulders and other joints are not of the spine.
+    "spondylosis": (
+        r"(?:cambios )?degenerativ\w+ (?:en |de |del )(?:los |las |ambos |ambas |el |la )?"
+        r"(?:(?!columna |dorsal |raquis |vertebra)[\w-]+ ){0,2}(?:hombros?|articulaci\w+|"
+        r"acromioclavicular\w*|glenohumeral\w*|esternoclavicular\w*|rodillas?|caderas?|humer\w*|"
+        r"clavicul\w*)",
+    ),
+    # A nodular image the report explains as something else (nipple, granuloma, callus) is that.
+    "nodule": (
+        r"(?:imagen|opacidad|densidad)(?:es)? (?:pseudo)?nodular\w* (?:[\w-]+,? ){0,8}"
+        rf"{_EXPLAINED}(?:[\w-]+ ){{0,2}}(?:pezon\w*|mamil\w*|granulom\w*|fractur\w*|callos?)",
+        # A "nodule" read as a nipple is no nodule (one read as a granuloma still is).
+        rf"(?:imagen(?:es)? de )?nodul\w* (?:[\w-]+,? ){{0,8}}{_EXPLAINED}(?:[\w-]+ ){{0,2}}"
+        r"(?:pezon\w*|mamil\w*)",
+    ),
 }
 
 NEGATION_PRE: tuple[str, ...] = (
@@ -267,6 +313,7 @@ NEGATION_PRE: tuple[str, ...] = (
     r"se descarta",
     r"descartad\w+",
     r"desaparici\w+(?: del?)?",
+    r"(?:ha|han) desaparecido(?: el| la| los| las)?",
     r"resoluci\w+(?: del?)?",
     r"retirada(?: del?)?",
     # "Se retira el tubo", "se ha retirado la sonda": the device is no longer there.
@@ -313,11 +360,23 @@ UNCERTAIN_PRE: tuple[str, ...] = (
     r"a valorar",
     r"versus",
     r"vs\.?",
+    # "frente a" as "versus", not as the comparison "frente a la radiografía previa".
+    r"frente a(?! (?:la|las|el|los|estudio|control|radiografia|rx|placa|previ\w*)\b)",
     r"indeterminad\w+",
     r"en probable relacion con",
     # "Compatible con" is how a Spanish radiologist hedges a diagnosis the image cannot prove.
     r"(?:hallazgos? |imagen(?:es)? |signos )?compatibles? con",
     r"no (?:claramente|claro)",
+)
+
+#: Uncertainty triggers through which an earlier negation reaches: "Sin imágenes sugestivas de
+#: neumonía", "No se observan hallazgos compatibles con neumotórax".
+EVIDENTIAL: tuple[str, ...] = (
+    r"(?:hallazgos? |imagen(?:es)? |signos )?(?:sugerente|sugestiv[oa])s? de",
+    r"sugestiv\w+ de",
+    r"sugerente\w* de",
+    r"sospechos\w+ de",
+    r"(?:hallazgos? |imagen(?:es)? |signos )?compatibles? con",
 )
 
 #: A backward-looking hedge ends its clause: in "aumento de densidad, a descartar neumonía" or
@@ -329,10 +388,13 @@ UNCERTAIN_POST: tuple[str, ...] = (
     r"a descartar" + _CLAUSE_END,
     r"\?",
     r"(?:es |son )?probable\w*" + _CLAUSE_END,
-    r"a valorar",
+    r"a valorar" + _CLAUSE_END,
     r"dudos\w+",
     r"versus",
     r"vs\.?",
+    r"frente a(?! (?:la|las|el|los|estudio|control|radiografia|rx|placa|previ\w*)\b)",
+    # "Cardiomegalia límite": a borderline degree (not "en el límite alto de la normalidad").
+    r"limite(?! (?:alto|superior|bajo|inferior|de)\b)",
 )
 
 #: Uncertainty triggers that hedge only the reading of something seen, as in English
@@ -347,6 +409,8 @@ PROBABLE: tuple[str, ...] = (
     r"impresiona(?: de| como)?",
     r"versus",
     r"vs\.?",
+    r"frente a(?! (?:la|las|el|los|estudio|control|radiografia|rx|placa|previ\w*)\b)",
+    r"limite(?! (?:alto|superior|bajo|inferior|de)\b)",
 )
 
 PSEUDO: tuple[str, ...] = (
@@ -370,6 +434,9 @@ TERMINATORS: tuple[str, ...] = (
     r"excepto",
     r"si bien",
     r"mientras que",
+    # "Resolución del neumotórax tras la colocación de un drenaje": the drain is there.
+    r"tras",
+    r"despues de",
     r",\s*(?:con|y|se observa|se observan|se aprecia|se aprecian|existe|existen|hay)",
     r";",
     r":",
@@ -431,5 +498,6 @@ RULES_ES = LanguageRules(
     uncertain_post=UNCERTAIN_POST,
     pseudo=PSEUDO,
     terminators=TERMINATORS,
+    evidential=EVIDENTIAL,
     probable=PROBABLE,
 )

@@ -11,6 +11,7 @@ from engine.labeler import get_labeler
 
 DATA = Path(__file__).parent / "data" / "labeler_es_independent.tsv"
 DATA_2 = Path(__file__).parent / "data" / "labeler_es_independent_2.tsv"
+DATA_3 = Path(__file__).parent / "data" / "labeler_es_independent_3.tsv"
 
 
 def _cases(path: Path = DATA) -> list[tuple[str, dict[str, str]]]:
@@ -62,6 +63,33 @@ def test_score_on_the_second_independent_set() -> None:
             else:
                 wrong.append((sentence, key, value, got.get(key)))
     assert total >= 200
+    assert right / total >= 0.97, wrong
+
+
+def test_score_on_the_third_independent_set() -> None:
+    """A third set (172 sentences, 199 labels, Spanish and Latin American dictation, some
+    without accents), written before the rules were read: 180/199 right then (0.905),
+    196/199 after the rules it prompted (0.985): "frente a" as "versus" (not "frente a la
+    radiografía previa"), "a valorar" hedging what precedes it only at the end of a clause,
+    "cardiomegalia límite", "ocupación alveolar", "infiltrado intersticial", "ascenso del
+    hemidiafragma", "inspiración insuficiente", a nodular image explained as a nipple,
+    degenerative changes of the shoulders, Kerley lines as a sign of edema, and "tras" ending
+    a negation ("resolución del neumotórax tras la colocación de un drenaje"). Known
+    disagreements: the set reads "compatible con" as present (the rules read it as a hedge,
+    as the first two sets do), and an indication line ("Motivo de consulta: ... descartar
+    neumonía") is read when ``sections=False`` keeps it."""
+    labeler = get_labeler("es")
+    right = total = 0
+    wrong = []
+    for sentence, expected in _cases(DATA_3):
+        got = labeler.label(sentence, sections=False)
+        for key, value in expected.items():
+            total += 1
+            if got.get(key) == (None if value == "none" else value):
+                right += 1
+            else:
+                wrong.append((sentence, key, value, got.get(key)))
+    assert total >= 190
     assert right / total >= 0.97, wrong
 
 
@@ -155,5 +183,46 @@ def test_rules_from_the_second_set(sentence: str, expected: dict[str, str | None
     ],
 )
 def test_constructions(sentence: str, expected: dict[str, str]) -> None:
+    got = get_labeler("es").label(sentence, sections=False)
+    assert {k: got.get(k) for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("sentence", "expected"),
+    [
+        # "frente a" offers two readings, unless it compares with an earlier study.
+        ("Derrame pleural frente a engrosamiento pleural.",
+         {"pleural_effusion": "uncertain", "pleural_thickening": "uncertain"}),
+        ("Aumento del derrame pleural frente a la radiografía previa.",
+         {"pleural_effusion": "present"}),
+        # "a valorar" hedges what precedes it only where it ends the clause.
+        ("Nódulo en língula a valorar.", {"nodule": "uncertain"}),
+        ("Ensanchamiento mediastínico, a valorar bocio.",
+         {"enlarged_cardiomediastinum": "present"}),
+        ("Cardiomegalia límite.", {"cardiomegaly": "uncertain"}),
+        ("ICT en el límite alto de la normalidad.", {"cardiomegaly": "absent"}),
+        ("Vía venosa central yugular derecha.", {"support_devices": "present"}),
+        ("Sin neumotórax tras la retirada del drenaje.",
+         {"pneumothorax": "absent", "support_devices": "absent"}),
+        ("Signos de hipertensión venosa pulmonar.", {"edema": "present"}),
+        ("Inspiración insuficiente.", {"hypoinflation": "present"}),
+        ("Imagen nodular en ambas bases en relación con pezones.", {"nodule": None}),
+        ("Cambios degenerativos en ambas articulaciones acromioclaviculares.",
+         {"spondylosis": None}),
+        ("Imagen de nódulo en base derecha, probablemente mamilar.", {"nodule": None}),
+        ("Nódulo en LSD, probable granuloma.", {"nodule": "present", "granuloma": "uncertain"}),
+        ("Cifoescoliosis dorsal.", {"scoliosis": "present", "kyphosis": "present"}),
+        ("Pulmones normoinsuflados.", {"hypoinflation": "absent"}),
+        ("ICT > 0,5.", {"cardiomegaly": "present"}),
+        # A negation reaches through "sugestivo de" and "compatible con".
+        ("Sin imágenes sugestivas de neumonía.", {"pneumonia": "absent"}),
+        ("No se observan hallazgos compatibles con neumotórax.", {"pneumothorax": "absent"}),
+        ("Opacidad sugestiva de neumonía.", {"pneumonia": "uncertain"}),
+        ("Ha desaparecido el derrame pleural.", {"pleural_effusion": "absent"}),
+        ("Fracturas costales en fase de consolidación.",
+         {"fracture": "present", "consolidation": None}),
+    ],
+)
+def test_constructions_from_the_third_set(sentence: str, expected: dict[str, str | None]) -> None:
     got = get_labeler("es").label(sentence, sections=False)
     assert {k: got.get(k) for k in expected} == expected
