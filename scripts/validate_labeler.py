@@ -26,8 +26,8 @@ How the two sides are made comparable:
   (:data:`engine.labeler.Certainty`): "probable" where a report hedges only how something it sees
   is read ("atelectasis or scarring", "A versus B", "probable", "likely", "borderline" heart
   size), "possible" where it raises a possibility ("may represent", "possibly", "suggest",
-  "cannot exclude"). On the tuned part MeSH indexes 211 of 244 findings read as probable and 19
-  of 245 read as possible (printed for each part). Three mappings are printed: uncertain as negative
+  "cannot exclude"). On the tuned part MeSH indexes 244 of 279 findings read as probable and 21
+  of 250 read as possible (printed for each part). Three mappings are printed: uncertain as negative
   ("strict", U-Zeros, how ``training evaluate`` scores clinical efficacy, as CheXpert-based
   papers do), as positive (U-Ones, CheXpert's other mapping), and graded (probable as positive,
   possible as negative). Strict misses the first kind, U-Ones counts the second; the graded

@@ -554,9 +554,9 @@ EVIDENTIAL: tuple[str, ...] = (
 
 #: Uncertainty triggers that hedge only the reading of something seen (see
 #: :class:`engine.labeler.rules.LanguageRules`): a probable or favoured reading, a borderline
-#: degree, a named differential ("A versus B"). On the tuned IU reports MeSH indexes 211 of
-#: the 244 findings read as probable (with "A or B") and 19 of the 245 read under the other
-#: triggers ("may represent", "possibly", "suggest"), which is why they are told apart
+#: degree, a named differential ("A versus B"). On the tuned IU reports MeSH indexes 244 of
+#: the 279 findings read as probable (with "A or B" and "A/B") and 21 of the 250 read under the
+#: other triggers ("may represent", "possibly", "suggest"), which is why they are told apart
 #: (scripts/validate_labeler.py).
 PROBABLE: tuple[str, ...] = (
     r"probable",
