@@ -8,39 +8,20 @@ from pathlib import Path
 import pytest
 
 from engine.labeler import get_labeler
+from tests.support.labeler_sets import score_sentence_set
 
 DATA = Path(__file__).parent / "data" / "labeler_es_independent.tsv"
 DATA_2 = Path(__file__).parent / "data" / "labeler_es_independent_2.tsv"
 DATA_3 = Path(__file__).parent / "data" / "labeler_es_independent_3.tsv"
 
 
-def _cases(path: Path = DATA) -> list[tuple[str, dict[str, str]]]:
-    cases = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        sentence, expected = line.split("\t")
-        cases.append((sentence, dict(item.split("=") for item in expected.split(";"))))
-    return cases
-
-
 def test_score_on_independent_sentences() -> None:
     """Written before the rules were read or changed: 77/85 labels right then (0.906)."""
-    labeler = get_labeler("es")
-    right = total = 0
-    wrong = []
-    for sentence, expected in _cases():
-        got = labeler.label(sentence, sections=False)
-        for key, value in expected.items():
-            total += 1
-            if got.get(key) == value:
-                right += 1
-            else:
-                wrong.append((sentence, key, value, got.get(key)))
-    assert total >= 80
+    score = score_sentence_set(DATA, "es")
+    assert score.total >= 80
     # One known disagreement by design: a calcified granuloma is a granuloma, not a
     # calcification. ("Compatible con" now reads as a hedge, as both independent sets read it.)
-    assert right / total >= 0.97, wrong
+    assert score.accuracy >= 0.97, score.wrong
 
 
 def test_score_on_the_second_independent_set() -> None:
@@ -51,19 +32,9 @@ def test_score_on_the_second_independent_set() -> None:
     silhouette", kept for the bridge's agreement), signs of edema beside a hedged edema read
     present, and an indication ("Motivo de consulta: descartar ...") is read only when
     ``sections=False`` keeps it."""
-    labeler = get_labeler("es")
-    right = total = 0
-    wrong = []
-    for sentence, expected in _cases(DATA_2):
-        got = labeler.label(sentence, sections=False)
-        for key, value in expected.items():
-            total += 1
-            if got.get(key) == (None if value == "none" else value):
-                right += 1
-            else:
-                wrong.append((sentence, key, value, got.get(key)))
-    assert total >= 200
-    assert right / total >= 0.97, wrong
+    score = score_sentence_set(DATA_2, "es")
+    assert score.total >= 200
+    assert score.accuracy >= 0.97, score.wrong
 
 
 def test_score_on_the_third_independent_set() -> None:
@@ -78,19 +49,9 @@ def test_score_on_the_third_independent_set() -> None:
     disagreements: the set reads "compatible con" as present (the rules read it as a hedge,
     as the first two sets do), and an indication line ("Motivo de consulta: ... descartar
     neumonía") is read when ``sections=False`` keeps it."""
-    labeler = get_labeler("es")
-    right = total = 0
-    wrong = []
-    for sentence, expected in _cases(DATA_3):
-        got = labeler.label(sentence, sections=False)
-        for key, value in expected.items():
-            total += 1
-            if got.get(key) == (None if value == "none" else value):
-                right += 1
-            else:
-                wrong.append((sentence, key, value, got.get(key)))
-    assert total >= 190
-    assert right / total >= 0.97, wrong
+    score = score_sentence_set(DATA_3, "es")
+    assert score.total >= 190
+    assert score.accuracy >= 0.97, score.wrong
 
 
 @pytest.mark.parametrize(

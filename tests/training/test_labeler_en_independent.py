@@ -9,18 +9,9 @@ from pathlib import Path
 import pytest
 
 from engine.labeler import get_labeler
+from tests.support.labeler_sets import score_sentence_set
 
 DATA = Path(__file__).parent / "data" / "labeler_en_independent.tsv"
-
-
-def _cases() -> list[tuple[str, dict[str, str]]]:
-    cases = []
-    for line in DATA.read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        sentence, expected = line.split("\t")
-        cases.append((sentence, dict(item.split("=") for item in expected.split(";"))))
-    return cases
 
 
 def test_score_on_independent_sentences() -> None:
@@ -34,19 +25,9 @@ def test_score_on_independent_sentences() -> None:
     cardiac silhouette may reflect cardiomegaly or ..." reads the enlarged silhouette as
     cardiomegaly; an indication line ("rule out pneumonia") is read when ``sections=False``
     keeps it."""
-    labeler = get_labeler("en")
-    right = total = 0
-    wrong = []
-    for sentence, expected in _cases():
-        got = labeler.label(sentence, sections=False)
-        for key, value in expected.items():
-            total += 1
-            if got.get(key) == (None if value == "none" else value):
-                right += 1
-            else:
-                wrong.append((sentence, key, value, got.get(key)))
-    assert total >= 330
-    assert right / total >= 0.955, wrong
+    score = score_sentence_set(DATA, "en")
+    assert score.total >= 330
+    assert score.accuracy >= 0.955, score.wrong
 
 
 @pytest.mark.parametrize(
