@@ -71,14 +71,18 @@ class Mention:
     """One place a report speaks of a finding, and what it says about it."""
 
     finding: str
-    presence: Presence
-    #: ``presence`` with the uncertainty graded (see :data:`Certainty`).
+    #: What the report says of the finding, uncertainty graded (see :data:`Certainty`).
     certainty: Certainty
     text: str
     sentence: str
     trigger: str | None = None
     #: False for an indirect sign of the finding (see :class:`LanguageRules` ``indirect``).
     direct: bool = True
+
+    @property
+    def presence(self) -> Presence:
+        """:attr:`certainty` with both grades of uncertainty as ``uncertain``."""
+        return _PRESENCE[self.certainty]
 
 
 @dataclass(frozen=True)
@@ -216,8 +220,8 @@ class FindingsLabeler:
                 trigger: str | None = "normal"
             else:
                 presence, trigger = self._presence(folded, triggers, start, end)
-            out.append(Mention(key, presence, self._certainty(presence, trigger),
-                               sentence[start:end], sentence, trigger, kind != "indirect"))
+            out.append(Mention(key, self._certainty(presence, trigger), sentence[start:end],
+                               sentence, trigger, kind != "indirect"))
         return self._alternatives(folded, found, out)
 
     def _alternatives(
@@ -252,8 +256,8 @@ class FindingsLabeler:
         for i in uncertain:
             m = out[i]
             if m.presence == "present":
-                out[i] = Mention(m.finding, "uncertain", "probable", m.text, m.sentence,
-                                 "alternative", m.direct)
+                out[i] = Mention(m.finding, "probable", m.text, m.sentence, "alternative",
+                                 m.direct)
         return out
 
     def _certainty(self, presence: Presence, trigger: str | None) -> Certainty:
