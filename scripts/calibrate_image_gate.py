@@ -190,11 +190,14 @@ def nih_items(root: Path, split: str) -> list[Item]:
     return out
 
 
+def _patients(table: Path, image_column: str, patient_column: str) -> dict[str, str]:
+    """Image -> patient, from a dataset's CSV table."""
+    with table.open(newline="", encoding="utf-8") as fh:
+        return {row[image_column]: row[patient_column] for row in csv.DictReader(fh)}
+
+
 def hannover_items(root: Path) -> list[Item]:
-    patients = {}
-    with (root / "data.csv").open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            patients[row["image_id"]] = row["patient_id"]
+    patients = _patients(root / "data.csv", "image_id", "patient_id")
     return [
         Item(p.stem, file_loader(p), patients.get(p.stem, p.stem))
         for p in sorted((root / "png").glob("*.png"))
@@ -202,10 +205,7 @@ def hannover_items(root: Path) -> list[Item]:
 
 
 def lateral_items(root: Path) -> list[Item]:
-    patients = {}
-    with (root / "metadata.csv").open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            patients[row["filename"]] = row["patientid"]
+    patients = _patients(root / "metadata.csv", "filename", "patientid")
     return [
         Item(p.stem, photo_loader(p), patients.get(p.name, p.stem))
         for p in sorted((root / "images").iterdir())
