@@ -362,8 +362,11 @@ def _fold_head(head: str) -> str:
     return " ".join(head.split()).lower()
 
 
+# The tables with their heads folded once, as the terms' heads are.
 _MESH_HEADS: dict[str, str | tuple[str, ...] | None] = {
     _fold_head(k): v for k, v in MESH_HEAD_TO_KEY.items()}
+_MESH_QUALIFIED = tuple((_fold_head(h), q, key) for h, q, key in MESH_QUALIFIED_TO_KEY)
+_MESH_SIGNS = tuple((_fold_head(h), q, key) for h, q, key in MESH_SIGN_TO_KEY)
 
 
 def _split_term(term: str) -> tuple[str, set[str]]:
@@ -380,12 +383,11 @@ def mesh_to_keys(term: str, denied: Iterable[str] = ()) -> set[str]:
     without regard to case or repeated spaces. An unmapped term gives an empty set.
     """
     head, qualifiers = _split_term(term)
-    keys = {key for h, q, key in MESH_QUALIFIED_TO_KEY
-            if _fold_head(h) == head
-            and (q in qualifiers if isinstance(q, str) else qualifiers.issuperset(q))}
+    keys = {key for h, q, key in _MESH_QUALIFIED
+            if h == head and (q in qualifiers if isinstance(q, str) else qualifiers.issuperset(q))}
     if keys:
         return keys
-    signs = {key for h, q, key in MESH_SIGN_TO_KEY if _fold_head(h) == head and q in qualifiers}
+    signs = {key for h, q, key in _MESH_SIGNS if h == head and q in qualifiers}
     if signs:
         return signs - set(denied)
     value = _MESH_HEADS.get(head)
@@ -401,5 +403,5 @@ def mesh_sign_keys(terms: Iterable[str]) -> set[str]:
     out: set[str] = set()
     for term in terms:
         head, qualifiers = _split_term(term)
-        out |= {key for h, q, key in MESH_SIGN_TO_KEY if _fold_head(h) == head and q in qualifiers}
+        out |= {key for h, q, key in _MESH_SIGNS if h == head and q in qualifiers}
     return out
